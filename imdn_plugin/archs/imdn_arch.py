@@ -1,0 +1,184 @@
+"""IMDN and IMDN_AS networks (pure PyTorch, no BasicSR import).
+
+Hui, Gao, Yang, Wang: "Lightweight Image Super-Resolution with Information
+Multi-distillation Network", ACM MM 2019 (arXiv:1909.11856).  Parameter and
+module names follow the authors' released checkpoints (``fea_conv``,
+``IMDB1``..``IMDBn``, ``c``, ``LR_conv``, ``upsampler``) so that those files load
+with ``strict=True`` once their ``module.`` prefix is removed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS"]
+
+#: Negative slope of every LeakyReLU in the paper's code.
+LRELU_SLOPE = 0.05
+
+
+def _conv(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=True)
+
+
+class CCALayer(nn.Module):
+    """Contrast-aware channel attention (paper §3.2, Eq. 5, Fig. 3).
+
+    ``z_c = std(x_c) + mean(x_c)`` per channel, then 1×1 conv (C → C/r), ReLU,
+    1×1 conv (C/r → C), sigmoid; the result rescales ``x`` channel-wise.
+
+    Args:
+        num_feat: Number of channels ``C``.
+        reduction: Channel reduction ratio ``r`` (paper: 16).
+    """
+
+    def __init__(self, num_feat: int = 64, reduction: int = 16) -> None:
+        super().__init__()
+        if num_feat < reduction or num_feat % reduction:
+            raise ValueError(f"CCALayer: num_feat={num_feat} must be a positive multiple of reduction={reduction}")
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat // reduction, 1, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(num_feat // reduction, num_feat, 1, bias=True),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Population variance (correction=0) as in the paper; one pass for both.
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        return x * self.conv_du(var.sqrt() + mean)
+
+
+class IMDB(nn.Module):
+    """Information multi-distillation block (paper §3.1, Eqs. 1–4, Fig. 2).
+
+    Progressive refinement: three times a 3×3 conv + LeakyReLU whose output is
+    split into ``distilled`` kept channels and ``remaining`` channels that are
+    refined further; a last 3×3 conv produces ``distilled`` channels.  The four
+    distilled parts are concatenated, weighted by :class:`CCALayer`, fused by a
+    1×1 conv and added to the block input.
+
+    Args:
+        num_feat: Block width (paper: 64).
+        distillation_rate: Fraction of channels kept at each step (paper: 0.25,
+            i.e. 16 kept / 48 refined).
+    """
+
+    def __init__(self, num_feat: int = 64, distillation_rate: float = 0.25) -> None:
+        super().__init__()
+        self.distilled = int(num_feat * distillation_rate)
+        self.remaining = num_feat - self.distilled
+        if self.distilled < 1 or self.remaining < 1:
+            raise ValueError(f"IMDB: distillation_rate={distillation_rate} leaves no channels to keep or refine")
+        self.c1 = _conv(num_feat, num_feat, 3)
+        self.c2 = _conv(self.remaining, num_feat, 3)
+        self.c3 = _conv(self.remaining, num_feat, 3)
+        self.c4 = _conv(self.remaining, self.distilled, 3)
+        self.act = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+        self.c5 = _conv(self.distilled * 4, num_feat, 1)
+        self.cca = CCALayer(self.distilled * 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.distilled
+        out1 = self.act(self.c1(x))
+        out2 = self.act(self.c2(out1[:, d:]))
+        out3 = self.act(self.c3(out2[:, d:]))
+        out4 = self.c4(out3[:, d:])
+        fused = torch.cat((out1[:, :d], out2[:, :d], out3[:, :d], out4), dim=1)
+        return self.c5(self.cca(fused)) + x
+
+
+class _IMDNBody(nn.Module):
+    """Shared trunk of IMDN and IMDN_AS after the feature extraction."""
+
+    def __init__(self, num_in_ch: int, num_out_ch: int, num_feat: int, num_block: int, upscale: int) -> None:
+        super().__init__()
+        if num_block < 1:
+            raise ValueError(f"{type(self).__name__}: num_block must be >= 1, got {num_block}")
+        if num_feat < 16 or num_feat % 16:
+            raise ValueError(f"{type(self).__name__}: num_feat must be a positive multiple of 16, got {num_feat}")
+        self.num_block = num_block
+        self.upscale = upscale
+        for i in range(1, num_block + 1):
+            # Named IMDB1..IMDBn as in the authors' checkpoints.
+            self.add_module(f"IMDB{i}", IMDB(num_feat))
+        # Intermediate information collection: 1x1 conv over all block outputs.
+        self.c = nn.Sequential(_conv(num_feat * num_block, num_feat, 1), nn.LeakyReLU(LRELU_SLOPE, inplace=True))
+        self.LR_conv = _conv(num_feat, num_feat, 3)
+        self.upsampler = nn.Sequential(_conv(num_feat, num_out_ch * upscale**2, 3), nn.PixelShuffle(upscale))
+
+    def blocks(self) -> list[IMDB]:
+        return [getattr(self, f"IMDB{i}") for i in range(1, self.num_block + 1)]
+
+    def _trunk(self, fea: Tensor) -> Tensor:
+        outs = []
+        h = fea
+        for block in self.blocks():
+            h = block(h)
+            outs.append(h)
+        body = self.c(torch.cat(outs, dim=1))
+        return self.upsampler(self.LR_conv(body) + fea)
+
+
+class IMDN(_IMDNBody):
+    """Information multi-distillation network (paper §3, Fig. 2, Table 1).
+
+    3×3 feature conv → ``num_block`` IMDBs → 1×1 conv over the concatenated block
+    outputs + LeakyReLU → 3×3 conv → global residual → 3×3 conv to
+    ``num_out_ch·upscale²`` channels + pixel shuffle.
+
+    Args:
+        num_in_ch: Input channels.
+        num_out_ch: Output channels.
+        num_feat: Feature width (paper: 64).
+        num_block: Number of IMDBs (paper: 6).
+        upscale: Integer scale factor >= 2 (paper: 2, 3, 4).
+    """
+
+    def __init__(
+        self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 6, upscale: int = 4
+    ) -> None:
+        if not isinstance(upscale, int) or isinstance(upscale, bool) or upscale < 2:
+            raise ValueError(f"IMDN: upscale must be an integer >= 2, got {upscale!r}")
+        super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale)
+        self.fea_conv = _conv(num_in_ch, num_feat, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._trunk(self.fea_conv(x))
+
+
+class IMDN_AS(_IMDNBody):
+    """IMDN for arbitrary scale / real images (paper §3.3, Fig. 5).
+
+    Two stride-2 3×3 convs (LeakyReLU between) shrink the input by 4, the IMDN
+    trunk follows, and a ×4 pixel-shuffle restores the size: output size equals
+    input size.  The input is expected to be already upscaled to the target
+    size (bicubic), or a same-size real LR image.  Input sides must be
+    divisible by 4; use :func:`imdn_plugin.inference.acs_forward` for others.
+
+    Args:
+        num_in_ch: Input channels.
+        num_out_ch: Output channels.
+        num_feat: Feature width (paper: 64).
+        num_block: Number of IMDBs (paper: 6).
+    """
+
+    #: Input sides must be multiples of this.
+    size_multiple = 4
+
+    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 6) -> None:
+        super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale=4)
+        self.fea_conv = nn.Sequential(
+            _conv(num_in_ch, num_feat, 3, stride=2),
+            nn.LeakyReLU(LRELU_SLOPE, inplace=True),
+            _conv(num_feat, num_feat, 3, stride=2),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            raise ValueError(
+                f"IMDN_AS: input size {h}x{w} is not divisible by 4; pad it or use "
+                "imdn_plugin.inference.acs_forward (the paper's adaptive cropping)"
+            )
+        return self._trunk(self.fea_conv(x))

@@ -1,0 +1,60 @@
+"""imdn-plugin: IMDN / IMDN_AS for BasicSR."""
+import os
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH_NAME = "imdn_plugin_compat.pth"
+
+
+class BuildPyWithPth(build_py):
+    """Also place ``imdn_plugin_compat.pth`` at the root of site-packages.
+
+    The .pth line installs an import alias (see ``imdn_plugin/_compat.py``) so
+    that ``import basicsr`` works with current torchvision in any interpreter
+    of the environment, without editing BasicSR's files.
+    """
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, PTH_NAME)
+        self.copy_file(os.path.join(HERE, PTH_NAME), target, preserve_mode=0)
+
+
+def read_version():
+    ns = {}
+    with open(os.path.join(HERE, "imdn_plugin", "version.py"), encoding="utf-8") as f:
+        exec(f.read(), ns)
+    return ns["__version__"]
+
+
+setup(
+    name="imdn-plugin",
+    version=read_version(),
+    description="IMDN / IMDN_AS lightweight super-resolution networks as a BasicSR plugin",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["imdn_plugin", "imdn_plugin.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "basicsr==1.4.2",
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "opencv-python",
+        "lmdb",
+        "pyyaml",
+        "tensorboard",
+        "tqdm",
+        "numpy",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": ["basicsr = imdn_plugin.cli:main"],
+        # Plugins for the `basicsr` command: each entry is a callable that
+        # registers its classes into BasicSR's registries (idempotently).
+        "basicsr.plugins": ["imdn = imdn_plugin.integration:register"],
+    },
+    cmdclass={"build_py": BuildPyWithPth},
+    zip_safe=False,
+)
