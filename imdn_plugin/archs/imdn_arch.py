@@ -91,6 +91,11 @@ class IMDB(nn.Module):
 class _IMDNBody(nn.Module):
     """Shared trunk of IMDN and IMDN_AS after the feature extraction."""
 
+    #: Output size / input size.
+    scale: int = 1
+    #: Input sides must be multiples of this.
+    size_multiple: int = 1
+
     def __init__(self, num_in_ch: int, num_out_ch: int, num_feat: int, num_block: int, upscale: int) -> None:
         super().__init__()
         if num_block < 1:
@@ -98,7 +103,6 @@ class _IMDNBody(nn.Module):
         if num_feat < 16 or num_feat % 16:
             raise ValueError(f"{type(self).__name__}: num_feat must be a positive multiple of 16, got {num_feat}")
         self.num_block = num_block
-        self.upscale = upscale
         for i in range(1, num_block + 1):
             # Named IMDB1..IMDBn as in the authors' checkpoints.
             self.add_module(f"IMDB{i}", IMDB(num_feat))
@@ -141,6 +145,7 @@ class IMDN(_IMDNBody):
         if not isinstance(upscale, int) or isinstance(upscale, bool) or upscale < 2:
             raise ValueError(f"IMDN: upscale must be an integer >= 2, got {upscale!r}")
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale)
+        self.upscale = self.scale = upscale
         self.fea_conv = _conv(num_in_ch, num_feat, 3)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -163,7 +168,7 @@ class IMDN_AS(_IMDNBody):
         num_block: Number of IMDBs (paper: 6).
     """
 
-    #: Input sides must be multiples of this.
+    scale = 1
     size_multiple = 4
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 6) -> None:

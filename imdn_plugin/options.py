@@ -1,0 +1,101 @@
+"""Checks of BasicSR option dicts, run before any work starts.
+
+BasicSR passes ``network_g`` straight to the class (a typo becomes a
+``TypeError`` deep in a traceback) and finds a missing dataset folder only when
+the dataset is built.  :func:`validate_options` rejects such files up front with
+one line that names the key, the value and the valid choices.  No BasicSR import.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
+
+from .errors import ConfigError
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_keys(section: str, given: Mapping[str, Any], valid: list[str]) -> None:
+    """Raise :class:`ConfigError` for the first key of ``given`` not in ``valid``."""
+    for key in given:
+        if key not in valid:
+            raise ConfigError(
+                f"{section}: unknown key '{key}'{_suggest(str(key), valid)}; valid keys: {', '.join(valid)}"
+            )
+
+
+def check_network_opt(net_opt: Mapping[str, Any], lookup: Callable[[str], type], section: str = "network_g") -> None:
+    """Check ``network_g`` keys against the constructor of the class it names.
+
+    Only classes whose constructor has no ``**kwargs`` can be checked; others
+    (some of BasicSR's own) are left to BasicSR.
+    """
+    if not isinstance(net_opt, Mapping) or "type" not in net_opt:
+        raise ConfigError(f"{section}: needs a 'type' key naming the network (e.g. IMDN or IMDN_AS)")
+    try:
+        cls = lookup(net_opt["type"])
+    except KeyError:
+        raise ConfigError(f"{section}: unknown network type '{net_opt['type']}'") from None
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n != "self"]
+    check_keys(f"{section} ({net_opt['type']})", {k: v for k, v in net_opt.items() if k != "type"}, valid)
+    for name, value in net_opt.items():
+        if name in ("num_in_ch", "num_out_ch", "num_feat", "num_block") and not _positive_int(value):
+            raise ConfigError(f"{section}: {name} must be a positive integer, got {value!r}")
+        if name == "upscale" and not (_positive_int(value) and value >= 2):
+            raise ConfigError(f"{section}: upscale must be an integer >= 2, got {value!r}")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_dataset_paths(opt: Mapping[str, Any]) -> None:
+    """Every ``dataroot_*`` / ``meta_info_file`` of every dataset must exist now."""
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if not isinstance(dataset, Mapping):
+            raise ConfigError(f"datasets:{phase}: expected a mapping of dataset options, got {dataset!r}")
+        backend = (dataset.get("io_backend") or {}).get("type", "disk")
+        for key in ("dataroot_gt", "dataroot_lq", "meta_info_file"):
+            path = dataset.get(key)
+            if path is None:
+                continue
+            if not os.path.exists(path):
+                raise ConfigError(f"datasets:{phase}:{key}: path does not exist: {path} (cwd: {os.getcwd()})")
+            if backend == "lmdb" and key.startswith("dataroot"):
+                if not os.path.isfile(os.path.join(path, "data.mdb")):
+                    raise ConfigError(f"datasets:{phase}:{key}: not an LMDB (no data.mdb): {path}")
+                if not os.path.isfile(os.path.join(path, "meta_info.txt")):
+                    raise ConfigError(f"datasets:{phase}:{key}: LMDB has no meta_info.txt: {path}")
+
+
+def check_scale(opt: Mapping[str, Any]) -> None:
+    scale = opt.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
+        raise ConfigError(f"scale: must be a positive number, got {scale!r}")
+
+
+def validate_options(
+    opt: Mapping[str, Any],
+    lookup_arch: Callable[[str], type],
+    check_inference: Optional[Callable[[Any], Any]] = None,
+) -> None:
+    """Run every start-up check on a parsed BasicSR option dict."""
+    check_scale(opt)
+    for key in ("network_g",):
+        if key in opt:
+            check_network_opt(opt[key], lookup_arch, key)
+    if check_inference is not None:
+        check_inference(opt.get("inference"))
+    check_dataset_paths(opt)
+    pretrain = (opt.get("path") or {}).get("pretrain_network_g")
+    if pretrain is not None and not os.path.isfile(pretrain):
+        raise ConfigError(f"path:pretrain_network_g: file does not exist: {pretrain} (cwd: {os.getcwd()})")
