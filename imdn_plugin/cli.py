@@ -1,0 +1,89 @@
+"""The ``basicsr`` command: ``train``, ``test`` and ``infer``.
+
+``basicsr train|test -opt FILE [--launcher ..] [--auto_resume] [--debug]
+[--local_rank N] [--force_yml k=v ..]`` loads every installed plugin (entry-point
+group ``basicsr.plugins``), then runs BasicSR's own pipeline with the current
+working directory as ``root_path``: ``experiments/``, ``results/`` and
+``tb_logger/`` are created where the command is run.  ``basicsr infer`` upscales
+images with a checkpoint (see ``basicsr infer --help``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import entry_points
+from typing import Optional, Sequence
+
+from .errors import PluginError
+
+PLUGIN_GROUP = "basicsr.plugins"
+
+USAGE = """usage: basicsr {train,test,infer} ...
+
+  basicsr train -opt options/train_IMDN_x4.yml [--auto_resume] [--launcher pytorch] [--debug] [--force_yml KEY=VALUE ...]
+  basicsr test  -opt options/test_IMDN_x4.yml [--force_yml KEY=VALUE ...]
+  basicsr infer -i INPUT -o OUTDIR --weights FILE [--scale S] [--tile T] [--device cpu|cuda]
+
+train/test take BasicSR's own flags (-opt, --launcher, --auto_resume, --debug,
+--local_rank, --force_yml); outputs go under the current directory
+(experiments/, results/, tb_logger/). Plugins found: {plugins}
+"""
+
+
+def load_plugins() -> list[str]:
+    """Call the ``register`` callable of every installed ``basicsr.plugins`` entry point."""
+    names = []
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()()
+        except PluginError:
+            raise
+        except Exception as exc:  # a broken third-party plugin: say which one
+            raise PluginError(f"plugin '{ep.name}' ({ep.value}) failed to register: {exc}") from exc
+        names.append(ep.name)
+    return names
+
+
+def _run_pipeline(command: str, args: Sequence[str]) -> None:
+    load_plugins()
+    # BasicSR's pipelines parse sys.argv themselves.
+    sys.argv = [f"basicsr {command}", *args]
+    root = os.getcwd()
+    if command == "train":
+        import basicsr.train
+
+        basicsr.train.train_pipeline(root)
+    else:
+        import basicsr.test
+
+        basicsr.test.test_pipeline(root)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        plugins = ", ".join(ep.name for ep in entry_points(group=PLUGIN_GROUP)) or "none"
+        print(USAGE.format(plugins=plugins))
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in ("train", "test"):
+            _run_pipeline(command, rest)
+        elif command == "infer":
+            from .infer import main as infer_main
+
+            return infer_main(rest)
+        else:
+            print(f"basicsr: error: unknown command '{command}' (train, test, infer)", file=sys.stderr)
+            return 2
+    except PluginError as exc:
+        print(f"basicsr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("basicsr: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

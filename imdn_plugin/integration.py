@@ -1,0 +1,184 @@
+"""Every contact with BasicSR's machinery: registration and pipeline fixes.
+
+:func:`register` (the ``basicsr.plugins`` entry point of this package) puts the
+networks, the model and the datasets into BasicSR's registries — idempotently —
+and applies three run-time fixes to BasicSR 1.4.2's train/test pipelines
+(function attributes replaced in memory; no file of BasicSR is edited):
+
+* ``parse_options`` is followed by :func:`imdn_plugin.options.validate_options`,
+  so a typo in ``network_g`` or a missing dataset folder stops the run before
+  any work, with one line naming the key.
+* ``init_dist`` works without CUDA (gloo), so ``--launcher pytorch`` runs on CPU.
+* ``load_resume_state`` loads onto the CPU (BasicSR calls
+  ``torch.cuda.current_device()`` unconditionally), with ``weights_only=True``,
+  and ``--auto_resume`` skips a training state or network file that cannot be
+  read instead of crashing on it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import re
+from typing import Any, Optional
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+_PATCH_FLAG = "_imdn_plugin_patch"
+
+
+def register() -> None:
+    """Register IMDN, IMDN_AS, CCALayer, IMDNModel and the datasets; patch the pipelines.
+
+    Safe to call any number of times, from the command and from user code.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+
+    from .archs import IMDN, IMDN_AS, CCALayer
+    from .data import AnyScalePairedDataset
+    from .model import IMDNModel
+
+    for registry, obj in (
+        (ARCH_REGISTRY, IMDN),
+        (ARCH_REGISTRY, IMDN_AS),
+        (ARCH_REGISTRY, CCALayer),
+        (MODEL_REGISTRY, IMDNModel),
+        (DATASET_REGISTRY, AnyScalePairedDataset),
+    ):
+        _register_once(registry, obj)
+    patch_pipelines()
+
+
+def _register_once(registry: Any, obj: type) -> None:
+    name = obj.__name__
+    if name not in registry:
+        registry.register(obj)
+        return
+    existing = registry._obj_map[name]  # BasicSR's Registry has no public getter that does not print
+    if existing is obj:
+        return
+    if (existing.__module__, existing.__qualname__) == (obj.__module__, obj.__qualname__):
+        registry._obj_map[name] = obj  # the same class from a reloaded module
+        return
+    raise RuntimeError(
+        f"BasicSR's {registry._name} registry already holds a different '{name}' "
+        f"(from {existing.__module__}); remove one of the two plugins"
+    )
+
+
+def _lookup_arch(name: str) -> type:
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    if name not in ARCH_REGISTRY:
+        raise KeyError(name)
+    return ARCH_REGISTRY._obj_map[name]
+
+
+# ---------------------------------------------------------------------------- pipeline fixes
+def patch_pipelines() -> None:
+    """Apply the run-time fixes to ``basicsr.train``, ``basicsr.test`` and ``basicsr.utils.options``."""
+    import basicsr.test
+    import basicsr.train
+    import basicsr.utils.options
+
+    for module in (basicsr.train, basicsr.test):
+        if not getattr(module.parse_options, _PATCH_FLAG, False):
+            module.parse_options = _validated(module.parse_options)
+    if not getattr(basicsr.utils.options.init_dist, _PATCH_FLAG, False):
+        basicsr.utils.options.init_dist = init_dist
+    if not getattr(basicsr.train.load_resume_state, _PATCH_FLAG, False):
+        basicsr.train.load_resume_state = load_resume_state
+
+
+def _flag(func: Any) -> Any:
+    setattr(func, _PATCH_FLAG, True)
+    return func
+
+
+def _validated(parse_options: Any) -> Any:
+    from .inference.predictor import InferenceOptions
+    from .options import validate_options
+
+    @_flag
+    def parse_and_validate(root_path: str, is_train: bool = True):
+        opt, args = parse_options(root_path, is_train=is_train)
+        validate_options(opt, _lookup_arch, InferenceOptions.from_dict)
+        return opt, args
+
+    return parse_and_validate
+
+
+@_flag
+def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
+    """BasicSR's ``init_dist`` that also works without CUDA (gloo on CPU)."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method("spawn")
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0
+    if launcher == "pytorch":
+        if cuda:
+            local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"), **kwargs)
+    elif launcher == "slurm":
+        if not cuda:
+            raise ConfigError("--launcher slurm: needs CUDA devices; on CPU use torchrun with --launcher pytorch")
+        from basicsr.utils.dist_util import _init_dist_slurm
+
+        _init_dist_slurm(backend or "nccl", **kwargs)
+    else:
+        raise ConfigError(f"--launcher: unknown launcher '{launcher}' (none, pytorch, slurm)")
+
+
+@_flag
+def load_resume_state(opt: dict) -> Optional[dict]:
+    """Find and load the training state to resume from (CPU-safe, skips unreadable files).
+
+    With ``--auto_resume`` the newest ``<iter>.state`` whose state file *and*
+    ``net_g_<iter>.pth`` both load is used; unreadable ones (a kill during a
+    write with BasicSR's own non-atomic saver, a full disk) are skipped with a
+    warning.  An explicit ``path: resume_state`` must load, or it is an error.
+    """
+    from basicsr.utils import check_resume
+
+    if opt["auto_resume"]:
+        state_dir = opt["path"]["training_states"]
+        state = _newest_complete_state(state_dir, opt["path"]["models"])
+        if state is None:
+            return None
+        path, resume_state = state
+        opt["path"]["resume_state"] = path
+    else:
+        path = opt["path"].get("resume_state")
+        if not path:
+            return None
+        resume_state = load_checkpoint(path)
+    if not isinstance(resume_state, dict) or "iter" not in resume_state:
+        raise CheckpointError(f"{path}: not a BasicSR training state (no 'iter' key)")
+    check_resume(opt, resume_state["iter"])
+    return resume_state
+
+
+def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[str, dict]]:
+    if not osp.isdir(state_dir):
+        return None
+    iters = sorted(
+        (int(m.group(1)) for f in os.listdir(state_dir) if (m := re.fullmatch(r"(\d+)\.state", f))), reverse=True
+    )
+    for it in iters:
+        path = osp.join(state_dir, f"{it}.state")
+        try:
+            state = load_checkpoint(path)
+            load_checkpoint(osp.join(models_dir, f"net_g_{it}.pth"))
+        except CheckpointError as exc:
+            logger.warning("auto_resume: skipping iteration %d: %s", it, exc)
+            continue
+        return path, state
+    return None
