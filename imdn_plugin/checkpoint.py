@@ -10,6 +10,7 @@ file asks for IMDN ×4" instead of a list of size errors.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -26,6 +27,7 @@ from torch import nn
 from .errors import CheckpointError
 
 PathLike = Union[str, "os.PathLike[str]"]
+logger = logging.getLogger(__name__)
 
 #: Keys under which BasicSR-style files keep a state dict, in order of preference
 #: after the requested one.
@@ -159,14 +161,16 @@ def describe(state: Mapping[str, torch.Tensor]) -> Optional[ArchSpec]:
 def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, source: str = "checkpoint") -> None:
     """``load_state_dict`` with a readable error when the file is for another network.
 
-    On a shape mismatch (always an error) or missing/unexpected keys (with
-    ``strict``), the message says what the file is and what the network is.
+    With ``strict`` (the default), a shape mismatch or missing/unexpected keys
+    raise :class:`CheckpointError` saying what the file is and what the network
+    is.  Without it (warm starts, e.g. ×4 from ×2), tensors whose shape differs
+    are skipped with a warning, as BasicSR does.
     """
     own = network.state_dict()
     wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    if wrong_shape or (strict and (missing or unexpected)):
+    if strict and (wrong_shape or missing or unexpected):
         file_spec, net_spec = describe(state), describe(own)
         file_desc = str(file_spec) if file_spec else "not an IMDN-family network"
         detail = (
@@ -178,6 +182,9 @@ def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
         raise CheckpointError(
             f"{source}: checkpoint is {file_desc} but network_g is {net_spec or type(network).__name__}; {detail}"
         )
+    if wrong_shape:
+        logger.warning("%s: skipping %d tensors of another shape: %s", source, len(wrong_shape), ", ".join(wrong_shape))
+        state = {k: v for k, v in state.items() if k not in wrong_shape}
     network.load_state_dict(state, strict=strict)
 
 

@@ -134,3 +134,31 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path, monkeypatch:
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["v"], torch.ones(3))
     assert os.listdir(path.parent) == ["net.pth"]  # no temp file left behind
+
+
+def test_non_strict_warm_start_skips_the_upsampler() -> None:
+    x2 = IMDN(num_feat=16, num_block=2, upscale=2)
+    x4 = IMDN(num_feat=16, num_block=2, upscale=4)
+    before = x4.upsampler[0].weight.clone()
+    load_into(x4, x2.state_dict(), strict=False, source="x2")
+    assert torch.equal(x4.fea_conv.weight, x2.fea_conv.weight)
+    assert torch.equal(x4.upsampler[0].weight, before)
+
+
+def test_convert_script_round_trip(reference: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_official_checkpoint.py"
+    out = tmp_path / "x3.pth"
+    res = subprocess.run([sys.executable, str(script), str(reference / "checkpoints/IMDN_x3.pth"), str(out)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    assert list(raw) == ["params"] and not any(k.startswith("module.") for k in raw["params"])
+    original = load_state_dict(reference / "checkpoints/IMDN_x3.pth")
+    assert raw["params"].keys() == original.keys()
+    assert all(torch.equal(raw["params"][k], original[k]) for k in original)
+    again = subprocess.run([sys.executable, str(script), str(reference / "checkpoints/IMDN_x3.pth"), str(out)],
+                           capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 2 and "exists" in again.stderr

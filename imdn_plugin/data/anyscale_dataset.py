@@ -37,11 +37,25 @@ VALID_KEYS = (
 )  # fmt: skip
 
 
+def _scale_range(scale: Any, name: Any) -> tuple[float, float]:
+    """``scale`` is a factor >= 1, or ``[min, max]`` for a random factor per training sample."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1
+
+    if number(scale):
+        return float(scale), float(scale)
+    if isinstance(scale, (list, tuple)) and len(scale) == 2 and all(map(number, scale)) and scale[0] <= scale[1]:
+        return float(scale[0]), float(scale[1])
+    raise ConfigError(f"datasets:{name}:scale: must be a number >= 1 or [min, max], got {scale!r}")
+
+
 class AnyScalePairedDataset(data.Dataset):
     """LR/GT pairs of equal size for IMDN_AS; see the module docstring.
 
     Option keys: ``dataroot_gt``; ``dataroot_lq`` (optional: made from GT when
-    absent); ``scale`` (SR factor >= 1, default 1); ``filename_tmpl``
+    absent); ``scale`` (SR factor >= 1, default 1; ``[min, max]`` draws one
+    per training sample); ``filename_tmpl``
     (``'{}'``); ``io_backend`` (``disk`` | ``lmdb``); for training ``gt_size``
     (multiple of 4), ``use_hflip``, ``use_rot``.
     """
@@ -52,8 +66,7 @@ class AnyScalePairedDataset(data.Dataset):
         check_keys(f"datasets:{opt.get('name', '?')}", opt, list(VALID_KEYS))
         self.opt = opt
         self.scale = opt.get("scale", 1)
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or self.scale < 1:
-            raise ConfigError(f"datasets:{opt.get('name')}:scale: must be a number >= 1, got {self.scale!r}")
+        self.scale_range = _scale_range(self.scale, opt.get("name"))
         self.train = opt.get("phase") == "train"
         self.gt_size = opt.get("gt_size")
         if self.train and (not isinstance(self.gt_size, int) or self.gt_size < 4 or self.gt_size % 4):
@@ -88,21 +101,25 @@ class AnyScalePairedDataset(data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         paths = self.paths[index]
         gt = self._read(paths["gt_path"], "gt")
+        lo, hi = self.scale_range
+        scale = lo if lo == hi else lo + (hi - lo) * float(torch.rand(()))
         if "lq_path" in paths:
             lq = self._read(paths["lq_path"], "lq")
-            if self.scale == 1 and lq.shape != gt.shape:
+            if scale == 1 and lq.shape[:2] != gt.shape[:2]:
                 raise ConfigError(f"{paths['lq_path']}: size {lq.shape[:2]} differs from GT {gt.shape[:2]} with scale 1")
             # The GT region the LR covers (BasicSR crops GT to scale x LR the same way).
-            h, w = round(lq.shape[0] * self.scale), round(lq.shape[1] * self.scale)
-            gt = gt[:h, :w]
+            gt = gt[: round(lq.shape[0] * scale), : round(lq.shape[1] * scale)]
+            lq = imresize_to(lq, gt.shape[:2]) if lq.shape[:2] != gt.shape[:2] else lq
+            if self.train:
+                gt, lq = self._random_crop(gt, lq, paths["gt_path"])
         else:
-            h, w = gt.shape[:2]
-            lq_size = (max(1, round(h / self.scale)), max(1, round(w / self.scale)))
-            lq = imresize_to(gt, lq_size) if self.scale != 1 else gt
-        if lq.shape[:2] != gt.shape[:2]:
-            lq = imresize_to(lq, gt.shape[:2])
+            if self.train:  # degrade the patch only: cheap, and any scale per sample
+                gt, _ = self._random_crop(gt, gt, paths["gt_path"])
+            lq = gt
+            if scale != 1:
+                h, w = gt.shape[:2]
+                lq = imresize_to(imresize_to(gt, (max(1, round(h / scale)), max(1, round(w / scale)))), (h, w))
         if self.train:
-            gt, lq = self._random_crop(gt, lq, paths["gt_path"])
             gt, lq = augment([gt, lq], self.opt.get("use_hflip", False), self.opt.get("use_rot", False))
         gt_t, lq_t = img2tensor([gt, np.clip(lq, 0.0, 1.0)], bgr2rgb=True, float32=True)
         return {"lq": lq_t, "gt": gt_t, "lq_path": paths.get("lq_path", paths["gt_path"]), "gt_path": paths["gt_path"]}

@@ -1,0 +1,102 @@
+"""The ``basicsr`` command end to end (subprocesses, outputs under a temp cwd)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BASICSR = Path(sys.executable).with_name("basicsr")
+
+
+def run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [str(BASICSR)] if BASICSR.exists() else [sys.executable, "-m", "imdn_plugin"]
+    return subprocess.run(cmd + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def set5_overrides(reference: Path, scale: int) -> list[str]:
+    return [
+        "--force_yml",
+        f"path:pretrain_network_g={reference}/checkpoints/IMDN_x{scale}.pth",
+        f"datasets:test_1:dataroot_gt={reference}/Set5/HR",
+        f"datasets:test_1:dataroot_lq={reference}/Set5/LR_bicubic/X{scale}",
+        "val:save_img=false",
+    ]
+
+
+def test_help_lists_this_plugin(tmp_path: Path) -> None:
+    res = run(["--help"], tmp_path)
+    assert res.returncode == 0
+    assert "basicsr train" in res.stdout and "imdn" in res.stdout.split("Plugins found:")[1]
+
+
+def test_module_entry_point_is_the_same_command(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "imdn_plugin", "nonsense"], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown command 'nonsense'" in res.stderr
+
+
+def test_set5_x4_reproduces_paper_table5(reference: Path, tmp_path: Path) -> None:
+    res = run(["test", "-opt", str(REPO / "options/test_IMDN_x4.yml"), *set5_overrides(reference, 4)], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    logs = list((tmp_path / "results" / "IMDN_x4_test").glob("test_IMDN_x4_test_*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    psnr = float(re.search(r"# psnr: ([\d.]+)", text).group(1))
+    ssim = float(re.search(r"# ssim: ([\d.]+)", text).group(1))
+    assert abs(psnr - 32.2096) <= 0.001
+    assert abs(ssim - 0.8948) <= 0.0001
+    assert not (REPO / "results").exists() or (REPO / "results") == tmp_path / "results"
+
+
+def write_opt(tmp_path: Path, reference: Path, edit) -> Path:
+    opt = yaml.safe_load((REPO / "options/test_IMDN_x4.yml").read_text())
+    opt["path"]["pretrain_network_g"] = str(reference / "checkpoints/IMDN_x4.pth")
+    opt["datasets"]["test_1"]["dataroot_gt"] = str(reference / "Set5/HR")
+    opt["datasets"]["test_1"]["dataroot_lq"] = str(reference / "Set5/LR_bicubic/X4")
+    edit(opt)
+    path = tmp_path / "opt.yml"
+    path.write_text(yaml.safe_dump(opt))
+    return path
+
+
+def one_line_error(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("basicsr: error:")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    return lines[0]
+
+
+def test_unknown_network_key_rejected_before_work(reference: Path, tmp_path: Path) -> None:
+    opt = write_opt(tmp_path, reference, lambda o: o["network_g"].update(num_feats=64))
+    line = one_line_error(run(["test", "-opt", str(opt)], tmp_path))
+    assert "network_g (IMDN): unknown key 'num_feats'" in line and "did you mean 'num_feat'" in line
+    assert "num_block" in line  # valid keys listed
+    assert not (tmp_path / "results").exists()
+
+
+def test_wrong_scale_checkpoint_names_the_file_scale(reference: Path, tmp_path: Path) -> None:
+    def edit(o: dict) -> None:
+        o["path"]["pretrain_network_g"] = str(reference / "checkpoints/IMDN_x2.pth")
+
+    line = one_line_error(run(["test", "-opt", str(write_opt(tmp_path, reference, edit))], tmp_path))
+    assert "IMDN_x2.pth: checkpoint is IMDN x2" in line and "network_g is IMDN x4" in line
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda o: o["datasets"]["test_1"].update(dataroot_lq="/no/such/dir"), "datasets:test_1:dataroot_lq: path does not exist: /no/such/dir"),
+        (lambda o: o.update(inference={"acs_padding": 6}), "inference:acs_padding: must be a positive multiple of 4"),
+        (lambda o: o.update(inference={"tiles": 64}), "inference: unknown key 'tiles' (did you mean 'tile'?)"),
+        (lambda o: o.update(inference={"tile": 2}), "inference:tile: must be an integer >= 4"),
+        (lambda o: o.update(scale=0), "scale: must be a positive number, got 0"),
+        (lambda o: o["network_g"].update(upscale=0), "network_g: upscale must be an integer >= 2, got 0"),
+    ],
+)
+def test_bad_options_are_one_line_errors(reference: Path, tmp_path: Path, edit, expected: str) -> None:
+    line = one_line_error(run(["test", "-opt", str(write_opt(tmp_path, reference, edit))], tmp_path))
+    assert expected in line

@@ -1,0 +1,76 @@
+"""BasicSR integration: import fix, plugin discovery, idempotent registration."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torchvision
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_basicsr_imports_in_a_fresh_interpreter() -> None:
+    # The installed imdn_plugin_compat.pth makes even a bare `import basicsr` work.
+    res = python("import basicsr, torchvision; print(basicsr.__version__, torchvision.__version__)")
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert res.stdout.startswith("1.4.2")
+
+
+def test_basicsr_imports_after_the_plugin_without_pth() -> None:
+    # -S skips every .pth file; site-packages is put back on sys.path by hand, so only
+    # `import imdn_plugin` (from the repository root) can make `import basicsr` work.
+    site_packages = str(Path(torchvision.__file__).resolve().parents[1])
+    code = (
+        f"import sys; sys.path.append({site_packages!r}); "
+        "import imdn_plugin, basicsr; from basicsr.data.degradations import rgb_to_grayscale; print('ok')"
+    )
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-1500:]
+
+
+def test_entry_point_group_lists_the_plugin() -> None:
+    eps = {ep.name: ep.value for ep in entry_points(group="basicsr.plugins")}
+    assert eps.get("imdn") == "imdn_plugin.integration:register"
+
+
+def test_registration_is_idempotent_across_paths() -> None:
+    code = """
+import importlib
+import imdn_plugin
+imdn_plugin.register(); imdn_plugin.register()
+from imdn_plugin.cli import load_plugins
+load_plugins(); load_plugins()
+import imdn_plugin.archs.imdn_arch as arch
+importlib.reload(arch)  # a reloaded module re-registers the same names
+imdn_plugin.register()
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY, DATASET_REGISTRY
+for name in ("IMDN", "IMDN_AS", "CCALayer"):
+    assert name in ARCH_REGISTRY, name
+assert "IMDNModel" in MODEL_REGISTRY and "AnyScalePairedDataset" in DATASET_REGISTRY
+import basicsr.train
+assert getattr(basicsr.train.load_resume_state, "_imdn_plugin_patch", False)
+print("ok")
+"""
+    res = python(code)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_a_different_class_under_the_same_name_is_refused() -> None:
+    import imdn_plugin
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from imdn_plugin.integration import _register_once
+
+    imdn_plugin.register()
+    impostor = type("IMDN", (), {"__module__": "someone_else"})
+    with pytest.raises(RuntimeError, match="already holds a different 'IMDN'"):
+        _register_once(ARCH_REGISTRY, impostor)

@@ -1,0 +1,87 @@
+"""IMDNModel: exact output sizes through every inference path, wiring, loading."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import torch
+
+import imdn_plugin
+from imdn_plugin.errors import CheckpointError, ConfigError
+from imdn_plugin.inference import acs_forward
+
+SMALL = {"num_feat": 16, "num_block": 1}
+
+
+def make_model(net_opt: dict, inference: Optional[dict] = None, path: Optional[dict] = None, device: Any = "cpu"):
+    imdn_plugin.register()
+    from basicsr.models import build_model
+
+    opt = {
+        "model_type": "IMDNModel",
+        "num_gpu": 0 if torch.device(device).type == "cpu" else 1,
+        "dist": False,
+        "is_train": False,
+        "network_g": net_opt,
+        "path": path or {},
+    }
+    if inference is not None:
+        opt["inference"] = inference
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def run(model, lq: torch.Tensor) -> torch.Tensor:
+    model.feed_data({"lq": lq})
+    model.test()
+    return model.output
+
+
+SIZES = [(n, n) for n in range(1, 65)] + [(1, 64), (64, 1), (2, 300), (300, 2), (5, 7), (97, 131), (255, 253)]
+
+
+@pytest.mark.parametrize(
+    "net_opt, scale",
+    [({"type": "IMDN", "upscale": 3, **SMALL}, 3), ({"type": "IMDN_AS", **SMALL}, 1)],
+    ids=["IMDN_x3", "IMDN_AS"],
+)
+@pytest.mark.parametrize("inference", [None, {"tile": 16, "tile_overlap": 4}], ids=["auto", "tiled"])
+def test_every_size_comes_out_exact(net_opt: dict, scale: int, inference: Optional[dict], device) -> None:
+    model = make_model(net_opt, inference, device=device)
+    for h, w in SIZES:
+        out = run(model, torch.rand(1, 3, h, w, device=device))
+        assert out.shape == (1, 3, h * scale, w * scale), (h, w)
+        assert torch.isfinite(out).all()
+
+
+def test_imdn_as_uses_acs_for_odd_sizes(device) -> None:
+    model = make_model({"type": "IMDN_AS", **SMALL}, {"acs_padding": 8}, device=device)
+    x = torch.rand(1, 3, 66, 71, device=device)
+    with torch.no_grad():
+        expected = acs_forward(model.net_g.eval(), x, padding=8)
+    model.net_g.train()
+    out = run(model, x)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert model.net_g.training  # test() restores the training mode
+
+
+def test_unknown_inference_key_and_network_key() -> None:
+    with pytest.raises(ConfigError, match="inference: unknown key 'tile_size'"):
+        make_model({"type": "IMDN", "upscale": 2, **SMALL}, {"tile_size": 64})
+    with pytest.raises(ConfigError, match=r"network_g \(IMDN_AS\): unknown key 'upscale'"):
+        make_model({"type": "IMDN_AS", "upscale": 4, **SMALL})
+
+
+def test_loads_bare_and_params_files(tmp_path: Path) -> None:
+    src = make_model({"type": "IMDN", "upscale": 2, **SMALL})
+    sd = {f"module.{k}": v for k, v in src.net_g.state_dict().items()}
+    torch.save(sd, tmp_path / "bare.pth")
+    torch.save({"params": src.net_g.state_dict()}, tmp_path / "basicsr.pth")
+    for name in ("bare.pth", "basicsr.pth"):
+        torch.manual_seed(123)
+        model = make_model({"type": "IMDN", "upscale": 2, **SMALL}, path={"pretrain_network_g": str(tmp_path / name)})
+        for a, b in zip(model.net_g.state_dict().values(), src.net_g.state_dict().values()):
+            assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="checkpoint is IMDN x2 .* but network_g is IMDN x4"):
+        make_model({"type": "IMDN", "upscale": 4, **SMALL}, path={"pretrain_network_g": str(tmp_path / "bare.pth")})
