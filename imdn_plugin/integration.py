@@ -13,15 +13,24 @@ and applies three run-time fixes to BasicSR 1.4.2's train/test pipelines
   ``torch.cuda.current_device()`` unconditionally), with ``weights_only=True``,
   and ``--auto_resume`` skips a training state or network file that cannot be
   read instead of crashing on it.
+* Exact resume: each training sample's augmentation is drawn from RNGs seeded
+  by ``(manual_seed, epoch, position)`` rather than from whichever process
+  happens to load it, and a resumed run skips the batches of the interrupted
+  epoch that were already used.  A run stopped and resumed therefore sees the
+  same batches as an uninterrupted one, with any number of loader workers.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import os.path as osp
+import random
 import re
+from collections.abc import Iterator
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
@@ -93,6 +102,10 @@ def patch_pipelines() -> None:
         basicsr.utils.options.init_dist = init_dist
     if not getattr(basicsr.train.load_resume_state, _PATCH_FLAG, False):
         basicsr.train.load_resume_state = load_resume_state
+    if not getattr(basicsr.train.create_train_val_dataloader, _PATCH_FLAG, False):
+        basicsr.train.create_train_val_dataloader = _resumable_loaders(basicsr.train.create_train_val_dataloader)
+        basicsr.train.build_dataset = _seeded_train_datasets(basicsr.train.build_dataset)
+        basicsr.train.EnlargedSampler = _resumable_sampler_class()
 
 
 def _flag(func: Any) -> Any:
@@ -163,6 +176,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     if not isinstance(resume_state, dict) or "iter" not in resume_state:
         raise CheckpointError(f"{path}: not a BasicSR training state (no 'iter' key)")
     check_resume(opt, resume_state["iter"])
+    _RESUME_POSITION.update(epoch=resume_state["epoch"], iter=resume_state["iter"])
     return resume_state
 
 
@@ -182,3 +196,110 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
             continue
         return path, state
     return None
+
+
+# ---------------------------------------------------------------------------- exact resume
+#: Set by load_resume_state, read when the train loader is built (same process, same run).
+_RESUME_POSITION: dict[str, int] = {}
+#: The run's manual_seed, for the per-sample RNGs of the training set.
+_TRAIN_SEED: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def _seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch RNGs for one sample; restore the global streams after."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """A training dataset whose item ``(index, draw)`` is augmented with RNGs seeded by ``draw``.
+
+    Plain integer indices work too (``draw = index``).
+    """
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # opt, paths, ... of the wrapped dataset
+        if name in ("dataset", "seed"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        index, draw = key if isinstance(key, tuple) else (key, key)
+        with _seeded_rngs(self.seed * 1_000_003 + int(draw)):
+            return self.dataset[index]
+
+
+def _seeded_train_datasets(build_dataset: Any) -> Any:
+    @_flag
+    def build(dataset_opt: dict) -> Any:
+        dataset = build_dataset(dataset_opt)
+        if dataset_opt.get("phase") == "train":
+            return SeededDataset(dataset, _TRAIN_SEED.get("seed", 0))
+        return dataset
+
+    return build
+
+
+def _resumable_sampler_class() -> type:
+    from basicsr.data.data_sampler import EnlargedSampler
+
+    class ResumableSampler(EnlargedSampler):
+        """BasicSR's ``EnlargedSampler`` (same order) that yields ``(index, draw)`` and can skip.
+
+        ``draw`` is unique per epoch and position, so with :class:`SeededDataset`
+        a sample's augmentation does not depend on the worker that loads it.
+        While ``self.epoch == resume_epoch``, the first ``skip`` samples are left out.
+        """
+
+        resume_epoch: Optional[int] = None
+        skip: int = 0
+
+        def __iter__(self):  # type: ignore[override]
+            g = torch.Generator()
+            g.manual_seed(self.epoch)
+            order = torch.randperm(self.total_size, generator=g).tolist()
+            size = len(self.dataset)
+            mine = order[self.rank : self.total_size : self.num_replicas]
+            start = self.skip if self.epoch == self.resume_epoch else 0
+            base = self.epoch * self.total_size
+            return iter([(v % size, base + v) for v in mine[start:]])
+
+    return _flag(ResumableSampler)
+
+
+def _resumable_loaders(create: Any) -> Any:
+    @_flag
+    def create_train_val_dataloader(opt: dict, logger_: Any):
+        _TRAIN_SEED["seed"] = int(opt.get("manual_seed") or 0)
+        result = create(opt, logger_)
+        train_loader, sampler = result[0], result[1]
+        position = dict(_RESUME_POSITION)
+        _RESUME_POSITION.clear()
+        if train_loader is not None and position and hasattr(sampler, "skip"):
+            per_epoch = len(train_loader)
+            done = position["iter"] - position["epoch"] * per_epoch
+            if 0 <= done <= per_epoch:
+                sampler.resume_epoch, sampler.skip = position["epoch"], done * train_loader.batch_size
+                logger_.info(f"Resume: skipping the {done} batches of epoch {position['epoch']} already used.")
+            else:
+                logger_.warning(
+                    f"Resume: iteration {position['iter']} is not inside epoch {position['epoch']} of "
+                    f"{per_epoch} iterations (dataset or batch size changed?); the epoch restarts."
+                )
+        return result
+
+    return create_train_val_dataloader
