@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         plugins = ", ".join(ep.name for ep in entry_points(group=PLUGIN_GROUP)) or "none"
-        print(USAGE.format(plugins=plugins))
+        print(USAGE.replace("{plugins}", plugins))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
