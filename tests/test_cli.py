@@ -112,3 +112,35 @@ def test_bad_options_are_rejected_by_the_startup_check(reference: Path, tmp_path
     with pytest.raises(ConfigError) as err:
         validate_options(opt, _lookup_arch, InferenceOptions.from_dict)
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_imdn_as_on_a_realsr_layout_folder(reference: Path, tmp_path: Path) -> None:
+    """Same-size LR/GT pairs with sides not divisible by 4 (ACS path), RGB metrics."""
+    import cv2
+    import numpy as np
+
+    from imdn_plugin.data.resize import imresize_to
+
+    lr_dir, gt_dir = tmp_path / "RealSR/ValidationLR", tmp_path / "RealSR/ValidationGT"
+    lr_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    for name, (h, w) in (("baby", (255, 253)), ("bird", (97, 131))):
+        gt = cv2.imread(str(reference / f"Set5/HR/{name}.bmp"))[:h, :w]
+        small = imresize_to(gt / 255.0, (h // 2, w // 2))
+        lr = np.clip(imresize_to(small, (h, w)) * 255, 0, 255).round().astype(np.uint8)
+        cv2.imwrite(str(gt_dir / f"{name}.png"), gt)
+        cv2.imwrite(str(lr_dir / f"{name}.png"), lr)
+    res = run(
+        ["test", "-opt", str(REPO / "options/test_IMDN_AS.yml"), "--force_yml",
+         f"path:pretrain_network_g={reference}/checkpoints/IMDN_AS.pth", f"datasets:test_1:dataroot_gt={gt_dir}",
+         f"datasets:test_1:dataroot_lq={lr_dir}"],
+        tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = next((tmp_path / "results" / "IMDN_AS_test").glob("test_*.log")).read_text()
+    psnr = float(re.search(r"# psnr: ([\d.]+)", text).group(1))
+    ssim = float(re.search(r"# ssim: ([\d.]+)", text).group(1))
+    assert 20 < psnr < 60 and 0.5 < ssim <= 1
+    for name, (h, w) in (("baby", (255, 253)), ("bird", (97, 131))):
+        out = cv2.imread(str(tmp_path / f"results/IMDN_AS_test/visualization/RealSR_val/{name}_IMDN_AS_test.png"))
+        assert out.shape == (h, w, 3)
