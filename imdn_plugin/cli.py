@@ -59,6 +59,17 @@ def _run_pipeline(command: str, args: Sequence[str]) -> None:
         basicsr.test.test_pipeline(root)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of a plugin error; one raised in a DataLoader worker arrives wrapped
+    with the worker's traceback, whose last line holds the original message."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    last = lines[-1]
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last[len(name):] if last.startswith(name) else last
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -77,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"basicsr: error: unknown command '{command}' (train, test, infer)", file=sys.stderr)
             return 2
     except PluginError as exc:
-        print(f"basicsr: error: {exc}", file=sys.stderr)
+        print(f"basicsr: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("basicsr: interrupted", file=sys.stderr)

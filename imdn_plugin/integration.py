@@ -13,6 +13,10 @@ and applies three run-time fixes to BasicSR 1.4.2's train/test pipelines
   ``torch.cuda.current_device()`` unconditionally), with ``weights_only=True``,
   and ``--auto_resume`` skips a training state or network file that cannot be
   read instead of crashing on it.
+* ``PairedImageDataset`` reads images through :mod:`imdn_plugin.imageio`:
+  grayscale, RGBA, palette and 16-bit files (16-bit keeps its precision), and
+  an unreadable file is an error that names it (BasicSR fails with
+  ``'NoneType' object has no attribute 'astype'``).
 * Exact resume: each training sample's augmentation is drawn from RNGs seeded
   by ``(manual_seed, epoch, position)`` rather than from whichever process
   happens to load it, and a resumed run skips the batches of the interrupted
@@ -34,7 +38,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, ImageReadError
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,11 @@ def patch_pipelines() -> None:
         basicsr.utils.options.init_dist = init_dist
     if not getattr(basicsr.train.load_resume_state, _PATCH_FLAG, False):
         basicsr.train.load_resume_state = load_resume_state
+    import basicsr.data.paired_image_dataset as paired
+
+    if not getattr(paired.imfrombytes, _PATCH_FLAG, False):
+        paired.imfrombytes = imfrombytes
+        paired.FileClient = _naming_file_client(paired.FileClient)
     if not getattr(basicsr.train.create_train_val_dataloader, _PATCH_FLAG, False):
         basicsr.train.create_train_val_dataloader = _resumable_loaders(basicsr.train.create_train_val_dataloader)
         basicsr.train.build_dataset = _seeded_train_datasets(basicsr.train.build_dataset)
@@ -196,6 +205,43 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
             continue
         return path, state
     return None
+
+
+# ---------------------------------------------------------------------------- image reading
+class _NamedBytes(bytes):
+    """Encoded image bytes that remember where they came from."""
+
+    source: str = "image"
+
+
+def _naming_file_client(file_client: type) -> type:
+    class NamingFileClient(file_client):  # type: ignore[misc, valid-type]
+        """BasicSR's ``FileClient`` whose ``get`` result carries the file path / LMDB key."""
+
+        def get(self, filepath: Any, client_key: str = "default") -> bytes:
+            where = f"{filepath}" if self.backend != "lmdb" else f"{client_key} LMDB key '{filepath}'"
+            try:
+                data = super().get(filepath, client_key)
+            except OSError as exc:
+                raise ImageReadError(f"{where}: cannot read file ({exc.strerror or exc})") from None
+            if data is None:
+                raise ImageReadError(f"{where}: not found")
+            named = _NamedBytes(data)
+            named.source = where
+            return named
+
+    return _flag(NamingFileClient)
+
+
+@_flag
+def imfrombytes(content: bytes, flag: str = "color", float32: bool = False) -> np.ndarray:
+    """BasicSR's ``imfrombytes`` on :func:`imdn_plugin.imageio.decode` (BGR, 3 channels)."""
+    from .imageio import decode
+
+    img = decode(content, getattr(content, "source", "image")).bgr
+    if flag == "grayscale":
+        img = img.mean(axis=2)
+    return img if float32 else (img * 255.0).round().astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------- exact resume
