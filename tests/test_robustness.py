@@ -36,7 +36,7 @@ MODES = {
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_random_sizes_and_channels_never_crash(arch: str, mode: str, device: torch.device) -> None:
     nets: dict[int, torch.nn.Module] = {}
-    for h, w, c in random_cases(12, seed=zlib.crc32(f"{arch}-{mode}".encode())):
+    for h, w, c in random_cases(8, seed=zlib.crc32(f"{arch}-{mode}".encode())):
         if c not in nets:
             torch.manual_seed(c)
             net = IMDN(c, c, 16, 1, upscale=2) if arch == "IMDN_x2" else IMDN_AS(c, c, 16, 1)
