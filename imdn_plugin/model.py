@@ -8,6 +8,8 @@ Training is ``SRModel``'s.  What changes, each in a narrow override:
 * ``load_network``: any accepted checkpoint form (``params``, ``params_ema``,
   bare state dict, ``module.`` prefixes), ``weights_only=True``, and an error
   that names the file's network when it does not fit ``network_g``.
+* ``optimize_parameters``: options ``train: {channels_last, amp}`` and a stop on
+  a non-finite loss before the weights are updated.
 * ``model_to_device``: ``DistributedDataParallel`` also on CPU (gloo).
 * ``save_network`` / ``save_training_state``: atomic writes; the training state
   also carries the RNG states so a resumed run continues the same streams.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import OrderedDict
 from typing import Any, Optional
 
 import numpy as np
@@ -27,9 +30,12 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .checkpoint import atomic_torch_save, load_into, load_state_dict
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .inference.predictor import InferenceOptions, build_predictor
 from .options import check_network_opt
+
+
+_AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class IMDNModel(SRModel):
@@ -39,7 +45,18 @@ class IMDNModel(SRModel):
         check_network_opt(opt["network_g"], ARCH_REGISTRY.get)
         self.inference_opt = InferenceOptions.from_dict(opt.get("inference"))
         self._predictor = None
+        train = opt.get("train") or {}
+        self.channels_last = train.get("channels_last", False)
+        if self.channels_last not in (True, False):
+            raise ConfigError(f"train:channels_last: must be true or false, got {self.channels_last!r}")
+        amp = train.get("amp")
+        if amp not in _AMP_DTYPES:
+            raise ConfigError(f"train:amp: must be ~, bf16 or fp16, got {amp!r}")
+        self.amp_dtype = _AMP_DTYPES[amp]
         super().__init__(opt)
+        if self.is_train and amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train:amp: fp16 needs a CUDA device (use bf16 or ~ on the CPU)")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
 
     # ------------------------------------------------------------------ inference
     def _inference_net(self) -> torch.nn.Module:
@@ -57,14 +74,40 @@ class IMDNModel(SRModel):
             net.train(was_training)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        super().optimize_parameters(current_iter)
-        self._predictor = None  # weights changed: rebuild before the next test
-        loss = self.log_dict.get("l_pix")
-        if loss is not None and not np.isfinite(loss):
+        """``SRModel``'s step, plus channels_last, autocast (bf16/fp16 with a grad scaler),
+        and a non-finite loss check made *before* the weights are touched."""
+        self.optimizer_g.zero_grad(set_to_none=True)
+        lq = self.lq.contiguous(memory_format=torch.channels_last) if self.channels_last else self.lq
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            self.output = self.net_g(lq)
+        output = self.output.float()
+        losses: OrderedDict[str, torch.Tensor] = OrderedDict()
+        if self.cri_pix:
+            losses["l_pix"] = self.cri_pix(output, self.gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output, self.gt)
+            for name, value in (("l_percep", l_percep), ("l_style", l_style)):
+                if value is not None:
+                    losses[name] = value
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise PluginError(
-                f"non-finite training loss l_pix={loss} at iteration {current_iter}; stopped "
-                "(the last saved checkpoint is intact; lower the learning rate or check the data)"
+                f"non-finite training loss {values} at iteration {current_iter}; stopped before updating the "
+                "weights (the last saved checkpoint is intact; lower the learning rate or check the data)"
             )
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer_g)
+        self.scaler.update()
+        self.log_dict = self.reduce_loss_dict(losses)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self._predictor = None  # weights changed: rebuild before the next test
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return self._wrap_parallel(net.to(self.device))
 
     # ------------------------------------------------------------------ loading
     def load_network(self, net, load_path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
@@ -74,8 +117,7 @@ class IMDNModel(SRModel):
         get_root_logger().info(f"Loading {type(net).__name__} model from {load_path} ({len(state)} tensors).")
         self._predictor = None
 
-    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
-        net = net.to(self.device)
+    def _wrap_parallel(self, net: torch.nn.Module) -> torch.nn.Module:
         if self.opt["dist"]:
             device_ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None
             return DistributedDataParallel(

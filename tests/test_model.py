@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -85,3 +87,42 @@ def test_loads_bare_and_params_files(tmp_path: Path) -> None:
             assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match="checkpoint is IMDN x2 .* but network_g is IMDN x4"):
         make_model({"type": "IMDN", "upscale": 4, **SMALL}, path={"pretrain_network_g": str(tmp_path / "bare.pth")})
+
+
+def train_model(**train_extra):
+    imdn_plugin.register()
+    from basicsr.models import build_model
+
+    opt = {
+        "model_type": "IMDNModel", "num_gpu": 0, "dist": False, "is_train": True,
+        "network_g": {"type": "IMDN", "upscale": 2, **SMALL}, "path": {},
+        "train": {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "scheduler": {"type": "MultiStepLR", "milestones": [100], "gamma": 0.5},
+                  "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}, **train_extra},
+    }  # fmt: skip
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def test_channels_last_training_step_matches_the_plain_step() -> None:
+    torch.manual_seed(5)
+    batch = {"lq": torch.rand(2, 3, 12, 12), "gt": torch.rand(2, 3, 24, 24)}
+    plain, fast = train_model(), train_model(channels_last=True)
+    for it in range(1, 4):
+        for m in (plain, fast):
+            m.feed_data(batch)
+            m.optimize_parameters(it)
+        assert abs(plain.log_dict["l_pix"] - fast.log_dict["l_pix"]) < 1e-5
+    for a, b in zip(plain.net_g.state_dict().values(), fast.net_g.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_amp_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="train:amp: must be ~, bf16 or fp16, got 'fp8'"):
+        train_model(amp="fp8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+            train_model(amp="fp16")
+    model = train_model(amp="bf16")  # runs on CPU too
+    model.feed_data({"lq": torch.rand(1, 3, 8, 8), "gt": torch.rand(1, 3, 16, 16)})
+    model.optimize_parameters(1)
+    assert np.isfinite(model.log_dict["l_pix"])
