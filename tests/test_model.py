@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
 import pytest
 import torch
 
