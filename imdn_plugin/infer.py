@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN: must match")
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels for bounded memory (default: off)")
     p.add_argument("--tile-overlap", type=int, default=InferenceOptions.tile_overlap, help="context pixels per tile")
+    p.add_argument("--tile-stats", default="global", choices=("global", "local"),
+                   help="CCA statistics of tiles: global = whole-image result (slower), local = per tile")  # fmt: skip
     p.add_argument("--acs-padding", type=int, default=InferenceOptions.acs_padding, help="ACS padding 4k (IMDN_AS)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
@@ -119,7 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     options = InferenceOptions(
-        tile=args.tile, tile_overlap=args.tile_overlap, acs_padding=args.acs_padding, precision=args.precision
+        tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats, acs_padding=args.acs_padding,
+        precision=args.precision,
     )
     try:
         device = torch.device(args.device)

@@ -43,10 +43,14 @@ class CCALayer(nn.Module):
             nn.Sigmoid(),
         )
 
+    def gate(self, mean: Tensor, std: Tensor) -> Tensor:
+        """Channel weights from the per-channel statistics (``N×C×1×1`` each)."""
+        return self.conv_du(std + mean)
+
     def forward(self, x: Tensor) -> Tensor:
         # Population variance (correction=0) as in the paper; one pass for both.
         var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        return x * self.conv_du(var.sqrt() + mean)
+        return x * self.gate(mean, var.sqrt())
 
 
 class IMDB(nn.Module):
@@ -78,14 +82,21 @@ class IMDB(nn.Module):
         self.c5 = _conv(self.distilled * 4, num_feat, 1)
         self.cca = CCALayer(self.distilled * 4)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def distill(self, x: Tensor) -> Tensor:
+        """Progressive refinement (Eqs. 1–4): the concatenated distilled features, before CCA."""
         d = self.distilled
         out1 = self.act(self.c1(x))
         out2 = self.act(self.c2(out1[:, d:]))
         out3 = self.act(self.c3(out2[:, d:]))
         out4 = self.c4(out3[:, d:])
-        fused = torch.cat((out1[:, :d], out2[:, :d], out3[:, :d], out4), dim=1)
-        return self.c5(self.cca(fused)) + x
+        return torch.cat((out1[:, :d], out2[:, :d], out3[:, :d], out4), dim=1)
+
+    def fuse(self, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """CCA with given statistics, 1×1 fusion and the block residual."""
+        return self.c5(distilled * self.cca.gate(mean, std)) + x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c5(self.cca(self.distill(x))) + x
 
 
 class _IMDNBody(nn.Module):
@@ -95,6 +106,8 @@ class _IMDNBody(nn.Module):
     scale: int = 1
     #: Input sides must be multiples of this.
     size_multiple: int = 1
+    #: Input pixels per feature-map pixel inside the trunk.
+    feature_stride: int = 1
 
     def __init__(self, num_in_ch: int, num_out_ch: int, num_feat: int, num_block: int, upscale: int) -> None:
         super().__init__()
@@ -120,7 +133,11 @@ class _IMDNBody(nn.Module):
         for block in self.blocks():
             h = block(h)
             outs.append(h)
-        body = self.c(torch.cat(outs, dim=1))
+        return self.tail(fea, outs)
+
+    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor:
+        """Information collection (1×1 conv over all block outputs), global residual, upsampler."""
+        body = self.c(torch.cat(block_outputs, dim=1))
         return self.upsampler(self.LR_conv(body) + fea)
 
 
@@ -170,6 +187,7 @@ class IMDN_AS(_IMDNBody):
 
     scale = 1
     size_multiple = 4
+    feature_stride = 4
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 6) -> None:
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale=4)

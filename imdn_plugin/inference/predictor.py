@@ -12,15 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..options import check_keys
+from ..archs.imdn_arch import _IMDNBody
 from . import cropping
-from .fast import make_fast_forward
+from .fast import _AUTOCAST_DTYPES, PRECISIONS, make_fast_forward
+from .global_tiling import global_tiled_forward
 
 MODES = ("auto", "whole", "acs", "tile")
-PRECISIONS = ("fp32", "fp16", "bf16")
+TILE_STATS = ("global", "local")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class InferenceOptions:
         tile: Largest tile side in input pixels (``None``: no tiling).
         tile_overlap: Context pixels around each tile, in input pixels.
         tile_batch: Tiles per network call.
+        tile_stats: ``global`` (default): every CCA of IMDN/IMDN_AS uses the
+            statistics of the whole image, gathered tile by tile, so tiles
+            give the whole-image result (several passes; memory stays
+            bounded); ``local``: each tile's own statistics (one pass,
+            faster, about 0.05–0.13 dB off on large IMDN_AS images).
         channels_last: Memory format of the fast path (``None``: its default).
         compile: Use ``torch.compile`` in the fast path.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast.
@@ -46,6 +54,7 @@ class InferenceOptions:
     tile: Optional[int] = None
     tile_overlap: int = cropping.DEFAULT_OVERLAP
     tile_batch: int = cropping.DEFAULT_TILE_BATCH
+    tile_stats: str = "global"
     channels_last: Optional[bool] = None
     compile: bool = False
     precision: str = "fp32"
@@ -70,6 +79,8 @@ class InferenceOptions:
             fail("tile_overlap", self.tile_overlap, "must be an integer >= 0")
         if self.tile is not None and 2 * self.tile_overlap >= self.tile:
             fail("tile_overlap", self.tile_overlap, f"must be less than half the tile ({self.tile})")
+        if self.tile_stats not in TILE_STATS:
+            fail("tile_stats", self.tile_stats, f"must be one of {', '.join(TILE_STATS)}")
         if not is_int(self.tile_batch) or self.tile_batch < 1:
             fail("tile_batch", self.tile_batch, "must be an integer >= 1")
         if self.channels_last not in (None, True, False):
@@ -119,7 +130,25 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     if mode == "auto":
         mode = "tile" if options.tile is not None else ("acs" if multiple > 1 else "whole")
 
-    if mode == "tile":
+    if mode == "tile" and options.tile_stats == "global" and isinstance(network, _IMDNBody):
+        assert options.tile is not None
+        tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
+        device_type = next(network.parameters()).device.type
+        autocast = _AUTOCAST_DTYPES.get(options.precision)
+
+        def predict(x: Tensor) -> Tensor:
+            was_training = network.training
+            network.eval()
+            try:
+                with torch.inference_mode(), torch.autocast(
+                    device_type, dtype=autocast or torch.float32, enabled=autocast is not None
+                ):
+                    y = global_tiled_forward(network, x, tile=tile, overlap=overlap, batch=batch, progress=progress)
+            finally:
+                network.train(was_training)
+            return y.float()
+
+    elif mode == "tile":
         assert options.tile is not None
         tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
 

@@ -1,0 +1,66 @@
+"""Tiles with whole-image CCA statistics reproduce the whole-image forward."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imdn_plugin.archs import IMDN, IMDN_AS
+from imdn_plugin.inference import InferenceOptions, build_predictor, pad_forward, tiled_forward
+from imdn_plugin.inference.global_tiling import global_tiled_forward
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    "net, size, tile, overlap",
+    [
+        (IMDN(num_feat=16, num_block=2, upscale=3), (45, 37), 32, 12),
+        # stride-4 trunk: 40 input pixels of context are 10 feature pixels
+        (IMDN_AS(num_feat=16, num_block=2), (150, 133), 96, 40),
+    ],
+    ids=["IMDN_x3", "IMDN_AS"],
+)
+def test_global_statistics_match_the_whole_image(net: torch.nn.Module, size, tile: int, overlap: int, device) -> None:
+    torch.manual_seed(0)
+    net = net.to(device).eval()
+    with torch.no_grad():  # make the CCA gates depend strongly on the statistics
+        for block in net.blocks():
+            squeeze, excite = block.cca.conv_du[0], block.cca.conv_du[2]
+            squeeze.weight.abs_().mul_(20)  # positive: the ReLU passes the statistics on
+            squeeze.bias.zero_()
+            excite.weight.mul_(20)
+    h, w = size
+    x = torch.nn.functional.avg_pool2d(torch.rand(2, 3, h, w, device=device), 3, 1, 1)
+    x[:, :, :, : w // 2] *= 0.2  # tiles with very different statistics
+    x[1] = x[1] * 0.3 + 0.6  # and two images with different statistics in one batch
+    with torch.no_grad():
+        whole = pad_forward(net, x, multiple=net.size_multiple, scale=net.scale)
+        local = tiled_forward(net, x, scale=net.scale, tile=tile, overlap=overlap, batch=3, multiple=net.size_multiple)
+    tiled = global_tiled_forward(net, x, tile=tile, overlap=overlap, batch=3)
+    assert tiled.shape == whole.shape
+    err_global = (tiled - whole).abs().max().item()
+    err_local = (local - whole).abs().max().item()
+    # Per-tile statistics change the output; whole-image ones leave only float rounding.
+    assert err_global <= 1e-6 and err_local > 100 * max(err_global, 1e-7), (err_global, err_local)
+
+
+def test_predictor_uses_global_statistics_by_default() -> None:
+    torch.manual_seed(1)
+    net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
+    x = torch.rand(1, 3, 40, 40)
+    glob = build_predictor(net, InferenceOptions(tile=16, tile_overlap=4))(x)
+    direct = global_tiled_forward(net, x, tile=16, overlap=4, batch=InferenceOptions.tile_batch)
+    local = build_predictor(net, InferenceOptions(tile=16, tile_overlap=4, tile_stats="local"))(x)
+    assert torch.allclose(glob, direct, atol=1e-6)
+    assert not torch.allclose(glob, local, atol=1e-6)
+
+
+def test_rejects_other_networks() -> None:
+    with pytest.raises(TypeError, match="needs an IMDN or IMDN_AS network"):
+        global_tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 8, 8))  # type: ignore[arg-type]
