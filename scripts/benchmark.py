@@ -1,0 +1,639 @@
+#!/usr/bin/env python
+"""Benchmark the project's fast IMDN forward against an independent plain reference.
+
+For every case it measures, side by side on the same machine and input:
+
+(a) **reference** — a plain NCHW fp32 eager IMDN written in this script directly
+    from the paper (Hui et al., ACM MM 2019, §3, Figs. 2–3, Eq. 5) with its own
+    small module classes, loading the same weights by parameter name; and
+(b) **fast** — :func:`imdn_plugin.inference.make_fast_forward` on
+    :class:`imdn_plugin.archs.IMDN` / ``IMDN_AS`` (the project's fastest path).
+
+It checks that the outputs agree (fp32: max abs diff <= 1e-4; fp16/bf16: the max
+diff and the PSNR change against the ground truth are reported), warms up,
+times both interleaved (ABBA order), and prints one markdown table: median and
+inter-quartile range of the time per image, the speed-up (median of the paired
+per-round ratios), GFLOP per image (``torch.utils.flop_counter``), GFLOP/s and
+the fraction of a 4096×4096 fp32 matmul's GFLOP/s measured in the same run
+(the machine's practical limit), and the peak memory of one forward (CPU:
+``ru_maxrss`` growth in a fresh subprocess per case and path, after resetting
+the high-water mark; CUDA: ``torch.cuda.max_memory_allocated``).
+
+Examples::
+
+    python scripts/benchmark.py                       # all cases, CPU, fp32
+    python scripts/benchmark.py --quick               # smoke run (small inputs, no memory probes)
+    python scripts/benchmark.py --cases x4,as-tiled --repeats 20
+    python scripts/benchmark.py --device cuda --precision fp16
+
+The exit status is 1 if an fp32 comparison exceeds the tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from imdn_plugin.archs import IMDN, IMDN_AS  # noqa: E402
+from imdn_plugin.inference.fast import make_fast_forward  # noqa: E402
+
+try:  # written in parallel with this script; the ACS / tile rows are skipped without it
+    from imdn_plugin.inference import cropping as _cropping  # noqa: E402
+except ImportError as _exc:  # pragma: no cover - depends on the checkout
+    _cropping = None
+    _CROPPING_ERROR = f"{type(_exc).__name__}: {_exc}"
+else:
+    _CROPPING_ERROR = ""
+
+DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
+FP32_TOL = 1e-4
+MiB = 2**20
+
+
+# =========================================================================== reference IMDN (from the paper)
+# Independent of imdn_plugin.archs: plain NCHW fp32 modules, written from the paper's
+# description.  Parameter names follow the authors' released checkpoints so the same
+# weight files load by name.
+
+SLOPE = 0.05  # LeakyReLU negative slope used throughout the paper's networks
+
+
+class RefCCA(nn.Module):
+    """Contrast-aware channel attention (§3.2, Fig. 3): z = std + mean per channel (Eq. 5)."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1),
+            nn.ReLU(),
+            nn.Conv2d(channels // reduction, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
+        return x * self.conv_du(std + mean)
+
+
+class RefIMDB(nn.Module):
+    """Information multi-distillation block (§3.1, Fig. 2): keep 1/4, refine 3/4, three times."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        self.keep = channels // 4
+        rest = channels - self.keep
+        self.c1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.c2 = nn.Conv2d(rest, channels, 3, padding=1)
+        self.c3 = nn.Conv2d(rest, channels, 3, padding=1)
+        self.c4 = nn.Conv2d(rest, self.keep, 3, padding=1)
+        self.c5 = nn.Conv2d(4 * self.keep, channels, 1)
+        self.cca = RefCCA(4 * self.keep)
+
+    def forward(self, x: Tensor) -> Tensor:
+        split = [self.keep, self.c1.out_channels - self.keep]
+        kept1, rest = torch.split(F.leaky_relu(self.c1(x), SLOPE), split, dim=1)
+        kept2, rest = torch.split(F.leaky_relu(self.c2(rest), SLOPE), split, dim=1)
+        kept3, rest = torch.split(F.leaky_relu(self.c3(rest), SLOPE), split, dim=1)
+        kept4 = self.c4(rest)
+        distilled = torch.cat([kept1, kept2, kept3, kept4], dim=1)
+        return self.c5(self.cca(distilled)) + x
+
+
+class RefIMDN(nn.Module):
+    """IMDN (§3, Fig. 2); ``arbitrary=True`` gives IMDN_AS (§3.3, Fig. 5: two stride-2 convs, ×4 shuffle)."""
+
+    def __init__(self, scale: int = 4, arbitrary: bool = False, channels: int = 64, blocks: int = 6) -> None:
+        super().__init__()
+        self.num_blocks = blocks
+        if arbitrary:
+            scale = 4
+            self.fea_conv = nn.Sequential(
+                nn.Conv2d(3, channels, 3, stride=2, padding=1),
+                nn.LeakyReLU(SLOPE),
+                nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+            )
+        else:
+            self.fea_conv = nn.Conv2d(3, channels, 3, padding=1)
+        for i in range(1, blocks + 1):
+            setattr(self, f"IMDB{i}", RefIMDB(channels))
+        self.c = nn.Sequential(nn.Conv2d(channels * blocks, channels, 1), nn.LeakyReLU(SLOPE))
+        self.LR_conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.upsampler = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        fea = self.fea_conv(x)
+        outs, h = [], fea
+        for i in range(1, self.num_blocks + 1):
+            h = getattr(self, f"IMDB{i}")(h)
+            outs.append(h)
+        body = self.c(torch.cat(outs, dim=1))
+        return self.upsampler(self.LR_conv(body) + fea)
+
+
+# =========================================================================== cases
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    scale: int  # IMDN scale; 0 = IMDN_AS
+    lr_hw: tuple[int, int]  # network input size (IMDN_AS: the already upscaled image)
+    quick_hw: tuple[int, int]
+    strategy: str  # whole | acs | tiled
+    note: str = ""
+
+    @property
+    def is_as(self) -> bool:
+        return self.scale == 0
+
+    @property
+    def out_scale(self) -> int:
+        return 1 if self.is_as else self.scale
+
+
+CASES = {
+    c.name: c
+    for c in [
+        Case("x2", 2, (256, 256), (64, 64), "whole"),
+        Case("x3", 3, (256, 256), (64, 64), "whole"),
+        Case("x4", 4, (256, 256), (64, 64), "whole"),
+        Case("x4-720p", 4, (180, 320), (45, 80), "whole", "1280×720 output"),
+        Case("as-whole", 0, (1024, 1024), (256, 256), "whole"),
+        # ACS only crops when a side is not divisible by 4 (at 1024² it is one whole pass).
+        Case("as-acs", 0, (1022, 1022), (254, 254), "acs", "4 ACS patches (sides ≢ 0 mod 4)"),
+        Case("as-tiled", 0, (1024, 1024), (256, 256), "tiled", "tiles"),
+    ]
+}
+
+
+def weights_file(case: Case, weights_dir: Path) -> Path:
+    return weights_dir / ("IMDN_AS.pth" if case.is_as else f"IMDN_x{case.scale}.pth")
+
+
+def load_state(path: Path) -> Optional[dict[str, Tensor]]:
+    if not path.is_file():
+        return None
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def build_networks(case: Case, weights_dir: Path) -> tuple[nn.Module, nn.Module, str]:
+    """(reference, project network, weights description) with identical weights."""
+    ref = RefIMDN(arbitrary=True) if case.is_as else RefIMDN(scale=case.scale)
+    net = IMDN_AS() if case.is_as else IMDN(upscale=case.scale)
+    state = load_state(weights_file(case, weights_dir))
+    if state is None:
+        torch.manual_seed(0)
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        source = "random init"
+    else:
+        source = weights_file(case, weights_dir).name
+    ref.load_state_dict(state, strict=True)
+    net.load_state_dict(state, strict=True)
+    return ref.eval(), net.eval(), source
+
+
+# =========================================================================== images
+
+
+def _mirror_tile(img: Tensor, h: int, w: int) -> Tensor:
+    """Extend a CHW image to at least h×w by mirrored copies, then crop."""
+    while img.shape[-2] < h:
+        img = torch.cat([img, img.flip(-2)], dim=-2)
+    while img.shape[-1] < w:
+        img = torch.cat([img, img.flip(-1)], dim=-1)
+    return img[:, :h, :w]
+
+
+def _synthetic(h: int, w: int) -> Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    r = 0.5 + 0.25 * torch.sin(40 * xx * yy) + 0.2 * ((xx * 9).floor() % 2)
+    g = 0.5 + 0.3 * torch.cos(25 * (xx - yy) ** 2 * 8)
+    b = 0.3 + 0.4 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1).float() + 0.1 * torch.sin(90 * yy)
+    return torch.stack([r, g, b]).clamp(0, 1)
+
+
+def ground_truth(h: int, w: int, reference: Path) -> tuple[Tensor, str]:
+    """A natural-looking h×w RGB image in [0, 1] (Set5 'baby' mirrored, else synthetic)."""
+    path = reference / "Set5" / "HR" / "baby.bmp"
+    try:
+        import cv2  # noqa: PLC0415
+
+        arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if arr is None:
+            raise OSError(path)
+        img = torch.from_numpy(arr[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255
+        return _mirror_tile(img, h, w).unsqueeze(0).contiguous(), "Set5 baby (mirrored)"
+    except Exception:  # noqa: BLE001 - no data or no OpenCV: any image will do for timing
+        return _synthetic(h, w).unsqueeze(0), "synthetic"
+
+
+def make_inputs(case: Case, hw: tuple[int, int], reference: Path) -> tuple[Tensor, Tensor, str]:
+    """(network input, ground truth for PSNR, image description)."""
+    h, w = hw
+    if case.is_as:  # input = bicubic ×4 up of a ×4 bicubic-downscaled image, same size as the GT
+        gt, src = ground_truth(h, w, reference)
+        small = F.interpolate(gt, size=(max(1, h // 4), max(1, w // 4)), mode="bicubic", antialias=True)
+        x = F.interpolate(small, size=(h, w), mode="bicubic").clamp(0, 1)
+        return x, gt, src
+    s = case.scale
+    gt, src = ground_truth(s * h, s * w, reference)
+    x = F.interpolate(gt, size=(h, w), mode="bicubic", antialias=True).clamp(0, 1)
+    return x, gt, src
+
+
+def psnr(out: Tensor, gt: Tensor, border: int) -> float:
+    a, b = out.float().clamp(0, 1), gt.float()
+    if border:
+        a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
+    mse = torch.mean((a.cpu() - b.cpu()) ** 2).item()
+    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+
+
+# =========================================================================== runners
+
+
+def make_runner(case: Case, forward: Callable[[Tensor], Tensor], quick: bool) -> Callable[[Tensor], Tensor]:
+    """The case's strategy (whole image, ACS or tiles) around a forward callable."""
+    if case.strategy == "whole":
+        return forward
+    assert _cropping is not None
+    if case.strategy == "acs":
+        return lambda x: _cropping.acs_forward(forward, x, padding=_cropping.ACS_PADDING)
+    tile = 96 if quick else _cropping.DEFAULT_TILE
+    overlap = 16 if quick else _cropping.DEFAULT_OVERLAP
+    return lambda x: _cropping.tiled_forward(
+        forward, x, scale=case.out_scale, tile=tile, overlap=overlap, batch=_cropping.DEFAULT_TILE_BATCH,
+        multiple=4 if case.is_as else 1, progress=False,
+    )
+
+
+def reference_forward(ref: nn.Module) -> Callable[[Tensor], Tensor]:
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return ref(x)
+
+    return run
+
+
+def build_paths(case: Case, args: argparse.Namespace, device: torch.device) -> dict:
+    ref, net, source = build_networks(case, args.weights_dir)
+    ref, net = ref.to(device), net.to(device)
+    t0 = time.perf_counter()
+    fast = make_fast_forward(net, compile=args.compile, precision=args.precision)
+    build_s = time.perf_counter() - t0
+    return {
+        "reference": make_runner(case, reference_forward(ref), args.quick),
+        "fast": make_runner(case, fast, args.quick),
+        "fast_obj": fast,
+        "weights": source,
+        "build_s": build_s,
+    }
+
+
+# =========================================================================== timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds for one call (CUDA: events around the call, then synchronize)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Time each function ``repeats`` times, alternating the order every round (ABBA)."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            times[k].append(timed(fns[k], device))
+    return times
+
+
+def quartiles(v: list[float]) -> tuple[float, float, float]:
+    if len(v) == 1:
+        return v[0], v[0], v[0]
+    q1, q2, q3 = statistics.quantiles(v, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t = statistics.median(timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n**3 / t / 1e9
+
+
+def count_gflop(run: Callable[[Tensor], Tensor], x: Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        run(x)
+    return counter.get_total_flops() / 1e9
+
+
+# =========================================================================== memory
+
+
+def rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def probe_memory(case: Case, path: str, args: argparse.Namespace) -> dict:
+    """In this (fresh) process: peak RSS growth of one forward of ``path``, in bytes."""
+    device = torch.device("cpu")
+    hw = case.quick_hw if args.quick else case.lr_hw
+    x, _, _ = make_inputs(case, hw, args.reference)
+    paths = build_paths(case, args, device)
+    run = paths[path]
+    if args.compile and path == "fast":
+        run(x)  # compile first; the measured forward is the next one
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak-RSS high-water mark (Linux >= 4.0)
+        method = "reset"
+    except OSError:
+        method = "maxrss"
+    before = rss_kib() if method == "reset" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = run(x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del out
+    return {"peak_bytes": max(0, peak - before) * 1024, "method": method}
+
+
+def memory_subprocess(case: Case, path: str, args: argparse.Namespace) -> Optional[float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-memory", case.name, path]
+    cmd += ["--device", "cpu", "--precision", args.precision, "--weights-dir", str(args.weights_dir)]
+    cmd += ["--reference", str(args.reference)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.compile:
+        cmd.append("--compile")
+    if args.quick:
+        cmd.append("--quick")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    for line in res.stdout.splitlines():
+        if line.startswith("PROBE "):
+            return json.loads(line[6:])["peak_bytes"] / MiB
+    print(f"warning: memory probe {case.name}/{path} failed: {res.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    return None
+
+
+def cuda_peak(run: Callable[[Tensor], Tensor], x: Tensor, device: torch.device) -> float:
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    out = run(x)
+    sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del out
+    return peak / MiB
+
+
+# =========================================================================== reporting
+
+
+def machine_line(device: torch.device) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    parts = [f"CPU: {cpu}", f"{cores} cores", f"torch {torch.__version__}", f"threads {torch.get_num_threads()}"]
+    if device.type == "cuda":
+        parts.append(f"GPU: {torch.cuda.get_device_name(device)}")
+    return " | ".join(parts)
+
+
+def fmt_ms(v: list[float]) -> str:
+    q1, q2, q3 = quartiles(v)
+    return f"{q2 * 1e3:.1f} [{q1 * 1e3:.1f}–{q3 * 1e3:.1f}]"
+
+
+def fmt_mib(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v:.0f}"
+
+
+# =========================================================================== main
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Time the project's fast IMDN forward against an independent plain NCHW fp32 reference "
+        "and print a markdown table.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to run on")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="fast-path precision")
+    p.add_argument("--compile", action="store_true", help="fast path with torch.compile")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 10; --quick: 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs per path first (default 2; --quick: 1)")
+    p.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the whole run")
+    p.add_argument("--quick", action="store_true", help="smoke run: small inputs, few repeats, no memory probes")
+    p.add_argument(
+        "--memory", action=argparse.BooleanOptionalAction, default=None,
+        help="measure peak memory (default: on, off with --quick)",
+    )
+    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="shared reference data (Set5 image)")
+    p.add_argument(
+        "--weights-dir", type=Path, default=DEFAULT_REFERENCE / "checkpoints",
+        help="folder with IMDN_x{2,3,4}.pth / IMDN_AS.pth (random init if absent)",
+    )
+    p.add_argument("--probe-memory", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown or not names:
+        p.error(f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}")
+    args.cases = names
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 10
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    if args.memory is None:
+        args.memory = not args.quick
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
+    if args.precision == "fp16" and args.device != "cuda":
+        p.error("--precision fp16 needs --device cuda")
+    return args
+
+
+def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: float) -> tuple[str, list[str], bool]:
+    hw = case.quick_hw if args.quick else case.lr_hw
+    x, gt, image = make_inputs(case, hw, args.reference)
+    x, gt = x.to(device), gt.to(device)
+    paths = build_paths(case, args, device)
+    ref_run, fast_run = paths["reference"], paths["fast"]
+
+    t0 = time.perf_counter()
+    out_fast = fast_run(x)
+    sync(device)
+    first_call = time.perf_counter() - t0
+    out_ref = ref_run(x)
+    diff = (out_fast.float() - out_ref.float()).abs().max().item()
+    border = case.out_scale if not case.is_as else 4
+    d_psnr = psnr(out_fast, gt, border) - psnr(out_ref, gt, border)
+    notes = []
+    if case.strategy != "whole":
+        whole_ref = reference_forward(build_networks(case, args.weights_dir)[0].to(device))
+        # (padded to the network's size multiple where needed, like a whole-image pass would be)
+        whole = _cropping.pad_forward(whole_ref, x, multiple=4 if case.is_as else 1, scale=case.out_scale)
+        notes.append(
+            f"{case.name}: {case.strategy} vs whole-image reference: max |diff| {(out_fast - whole).abs().max().item():.2e}, "
+            f"PSNR {psnr(out_fast, gt, border):.2f} vs {psnr(whole, gt, border):.2f} dB"
+        )
+        del whole
+    del out_fast, out_ref
+    gflop = count_gflop(ref_run, x)
+
+    for _ in range(args.warmup):
+        ref_run(x)
+        fast_run(x)
+    sync(device)
+    times = interleaved({"ref": lambda: ref_run(x), "fast": lambda: fast_run(x)}, args.repeats, device)
+    ratios = [r / f for r, f in zip(times["ref"], times["fast"])]
+    rq1, rq2, rq3 = quartiles(ratios)
+
+    mem_ref = mem_fast = None
+    if args.memory:
+        if device.type == "cuda":
+            mem_ref, mem_fast = cuda_peak(ref_run, x, device), cuda_peak(fast_run, x, device)
+        else:
+            mem_ref = memory_subprocess(case, "reference", args)
+            mem_fast = memory_subprocess(case, "fast", args)
+
+    n, _, h, w = x.shape
+    s = case.out_scale
+    med_ref, med_fast = statistics.median(times["ref"]), statistics.median(times["fast"])
+    gf_ref, gf_fast = gflop / med_ref, gflop / med_fast
+    ok = diff <= FP32_TOL if args.precision == "fp32" else True
+    label = f"{case.name}" + (f" ({case.note})" if case.note else "")
+    row = [
+        label,
+        f"{w}×{h} → {s * w}×{s * h}",
+        paths["fast_obj"].path,
+        fmt_ms(times["ref"]),
+        fmt_ms(times["fast"]),
+        f"**{rq2:.2f}×** [{rq1:.2f}–{rq3:.2f}]",
+        f"{gflop:.1f}",
+        f"{gf_ref:.0f} ({100 * gf_ref / limit:.0f}%)",
+        f"{gf_fast:.0f} ({100 * gf_fast / limit:.0f}%)",
+        f"{diff:.1e}" + ("" if ok else " FAIL"),
+        f"{d_psnr:+.3f}",
+        fmt_mib(mem_ref),
+        fmt_mib(mem_fast),
+    ]
+    notes.append(
+        f"{case.name}: weights {paths['weights']}, input {image}; fast path built in {paths['build_s']:.2f} s, "
+        f"first call {first_call:.2f} s"
+    )
+    return "| " + " | ".join(row) + " |", notes, ok
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.probe_memory:
+        name, path = args.probe_memory
+        print("PROBE " + json.dumps(probe_memory(CASES[name], path, args)), flush=True)
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cuda" and args.precision == "fp32":
+        # Strict fp32 for both paths and the matmul limit (the fast path does the same per call).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    print(f"Machine: {machine_line(device)}")
+    print(
+        f"Settings: device {args.device}, precision {args.precision}, compile {'on' if args.compile else 'off'}, "
+        f"repeats {args.repeats} (interleaved, after {args.warmup} warm-up){', quick' if args.quick else ''}"
+    )
+    n_mm = 2048 if args.quick else 4096
+    limit = matmul_gflops(device, n_mm, 3 if args.quick else 5)
+    print(f"Practical limit: {n_mm}×{n_mm} fp32 matmul = {limit:.0f} GFLOP/s (same run)")
+    print()
+    header = [
+        "case", "input → output", "fast path", "reference ms, median [IQR]", "fast ms, median [IQR]",
+        "speed-up [IQR]", "GFLOP", "reference GFLOP/s (% of matmul)", "fast GFLOP/s (% of matmul)",
+        "max abs diff", "ΔPSNR dB", "reference peak MiB", "fast peak MiB",
+    ]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
+    all_notes: list[str] = []
+    failed = False
+    for name in args.cases:
+        case = CASES[name]
+        if case.strategy != "whole" and _cropping is None:
+            all_notes.append(f"{name}: skipped, imdn_plugin.inference.cropping is not importable ({_CROPPING_ERROR})")
+            continue
+        row, notes, ok = run_case(case, args, device, limit)
+        print(row, flush=True)
+        all_notes += notes
+        failed |= not ok
+    print()
+    print(
+        "Times are per call (one image); speed-up = median of the per-round reference/fast ratios; "
+        "peak memory = growth of one forward (CPU: ru_maxrss in a fresh process; CUDA: max_memory_allocated); "
+        f"max abs diff vs the reference (tolerance {FP32_TOL:g} in fp32); ΔPSNR = PSNR(fast) − PSNR(reference) "
+        "against the ground truth."
+    )
+    for note in all_notes:
+        print(f"- {note}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
