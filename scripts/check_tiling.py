@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=DEFAULT_TILE_BATCH, help="tiles per network call (default %(default)s)")
     p.add_argument("--small-tile", type=int, default=48, help="small tile forcing tiling on Set5 LR (default %(default)s)")
     p.add_argument("--small-overlap", type=int, default=8, help="overlap for --small-tile (default %(default)s)")
+    p.add_argument("--tile-stats", choices=("global", "local"), default="global",
+                   help="CCA statistics of the tiles: whole image (the plugin's default) or per tile (default %(default)s)")  # fmt: skip
     p.add_argument("--skip-large", action="store_true", help="skip part (b)")
     p.add_argument("--skip-memory", action="store_true", help="skip part (c)")
     p.add_argument("--memory-case", nargs=2, metavar=("NET", "SIZE"), help=argparse.SUPPRESS)  # internal: one subprocess
@@ -96,6 +98,16 @@ def psnr_rgb(a_bgr, b_bgr) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+def run_tiled(net, x, args: argparse.Namespace, *, scale: int, tile: int, overlap: int, multiple: int = 1):
+    """The tiled path under test: whole-image CCA statistics (global) or per-tile ones (local)."""
+    from imdn_plugin.inference.cropping import tiled_forward
+    from imdn_plugin.inference.global_tiling import global_tiled_forward
+
+    if args.tile_stats == "global":
+        return global_tiled_forward(net, x, tile=tile, overlap=overlap, batch=args.batch)
+    return tiled_forward(net, x, scale=scale, tile=tile, overlap=overlap, batch=args.batch, multiple=multiple)
+
+
 def num_tiles(h: int, w: int, tile: int, overlap: int, multiple: int) -> int:
     from imdn_plugin.inference.cropping import _axis_spans, _tile_geometry
 
@@ -144,7 +156,6 @@ def part_a(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from imdn_plugin.inference.cropping import tiled_forward
 
     net = load_net("x4", args.x4)
     settings = [(args.tile, args.overlap, "default"), (args.small_tile, args.small_overlap, "small")]
@@ -160,7 +171,7 @@ def part_a(args: argparse.Namespace) -> None:
             whole = psnr_y(to_uint8_bgr(net(x)), gt, 4)
             row = [name, f"{h}x{w}", whole]
             for tile, overlap, key in settings:
-                out = tiled_forward(net, x, scale=4, tile=tile, overlap=overlap, batch=args.batch)
+                out = run_tiled(net, x, args, scale=4, tile=tile, overlap=overlap)
                 tiled = psnr_y(to_uint8_bgr(out), gt, 4)
                 row += [num_tiles(h, w, tile, overlap, 1), tiled, tiled - whole]
                 sums[key][0] += whole
@@ -187,7 +198,6 @@ def part_b(args: argparse.Namespace) -> None:
     import torch
     from basicsr.utils.matlab_functions import imresize
 
-    from imdn_plugin.inference.cropping import tiled_forward
 
     rows = []
     for kind, hr_size in (("as", 1024), ("x4", 2048)):
@@ -208,7 +218,7 @@ def part_b(args: argparse.Namespace) -> None:
             p_whole = psnr_y(whole, gt_bgr, 4)
             for tile, overlap in configs:
                 t0 = time.perf_counter()
-                tiled = to_uint8_bgr(tiled_forward(net, x_t, scale=scale, tile=tile, overlap=overlap, batch=args.batch, multiple=multiple))
+                tiled = to_uint8_bgr(run_tiled(net, x_t, args, scale=scale, tile=tile, overlap=overlap, multiple=multiple))
                 t_tiled = time.perf_counter() - t0
                 p_tiled = psnr_y(tiled, gt_bgr, 4)
                 rows.append([label, f"{h}x{w}", f"{tile}/{overlap}", num_tiles(h, w, tile, overlap, multiple),
@@ -228,7 +238,6 @@ def memory_case(args: argparse.Namespace) -> None:
     """Child process: report ru_maxrss (KiB) before and after one tiled_forward."""
     import torch
 
-    from imdn_plugin.inference.cropping import tiled_forward
 
     kind, size = args.memory_case[0], int(args.memory_case[1])
     net = load_net(kind, args.as_weights if kind == "as" else args.x4)
@@ -238,7 +247,7 @@ def memory_case(args: argparse.Namespace) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = tiled_forward(net, x, scale=scale, tile=args.tile, overlap=args.overlap, batch=args.batch, multiple=multiple)
+        out = run_tiled(net, x, args, scale=scale, tile=args.tile, overlap=args.overlap, multiple=multiple)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"base_kib": base, "peak_kib": peak, "out": list(out.shape), "seconds": seconds}))
@@ -255,6 +264,7 @@ def part_c(args: argparse.Namespace) -> None:
     for kind, size in cases:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-case", kind, str(size),
                "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch),
+               "--tile-stats", args.tile_stats,
                "--x4", str(args.x4), "--as-weights", str(args.as_weights)]
         proc = subprocess.run(LAUNCHER + cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
@@ -288,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"check_tiling: reference data not found: {path}")
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tile={args.tile} overlap={args.overlap} batch={args.batch}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tile={args.tile} overlap={args.overlap} "
+          f"batch={args.batch}; tile CCA statistics: {args.tile_stats}")  # fmt: skip
     part_a(args)
     if not args.skip_large:
         part_b(args)
