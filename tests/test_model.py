@@ -47,7 +47,7 @@ SIZES = [(n, n) for n in range(1, 65)] + [(1, 64), (64, 1), (2, 300), (300, 2), 
     [({"type": "IMDN", "upscale": 3, **SMALL}, 3), ({"type": "IMDN_AS", **SMALL}, 1)],
     ids=["IMDN_x3", "IMDN_AS"],
 )
-@pytest.mark.parametrize("inference", [None, {"tile": 16, "tile_overlap": 4}], ids=["auto", "tiled"])
+@pytest.mark.parametrize("inference", [None, {"tile": 48, "tile_overlap": 8}], ids=["auto", "tiled"])
 def test_every_size_comes_out_exact(net_opt: dict, scale: int, inference: Optional[dict], device) -> None:
     model = make_model(net_opt, inference, device=device)
     for h, w in SIZES:
