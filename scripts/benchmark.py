@@ -15,9 +15,11 @@ times both interleaved (ABBA order), and prints one markdown table: median and
 inter-quartile range of the time per image, the speed-up (median of the paired
 per-round ratios), GFLOP per image (``torch.utils.flop_counter``), GFLOP/s and
 the fraction of a 4096×4096 fp32 matmul's GFLOP/s measured in the same run
-(the machine's practical limit), and the peak memory of one forward (CPU:
-``ru_maxrss`` growth in a fresh subprocess per case and path, after resetting
-the high-water mark; CUDA: ``torch.cuda.max_memory_allocated``).
+(the machine's practical limit), and the peak memory of one forward (CPU: the
+peak-RSS growth in a fresh subprocess per case and path, high-water mark reset
+right before the forward and read back as ``VmHWM`` — ``ru_maxrss`` is only the
+fallback, since a child inherits its parent's peak on Linux; CUDA:
+``torch.cuda.max_memory_allocated``).
 
 Examples::
 
@@ -65,6 +67,7 @@ else:
 
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 FP32_TOL = 1e-4
+QUIET_SHARE = 0.9  # CPU share above which a timed call counts as undisturbed
 MiB = 2**20
 
 
@@ -320,26 +323,48 @@ def sync(device: torch.device) -> None:
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds for one call (CUDA: events around the call, then synchronize)."""
+    return timed_share(fn, device)[0]
+
+
+def timed_share(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(seconds, CPU share) of one call.
+
+    CUDA: events around the call, then synchronize; share is 1.  CPU: wall
+    time, and the process CPU time / (wall time × threads): ~1 when the call
+    had its cores to itself, ~0.5 when another process took one of two cores.
+    """
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
         end.record()
         torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000
-    t0 = time.perf_counter()
+        return start.elapsed_time(end) / 1000, 1.0
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return wall, (time.process_time() - c0) / (wall * torch.get_num_threads())
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Time each function ``repeats`` times, alternating the order every round (ABBA)."""
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> tuple[dict[str, list[float]], list[bool]]:
+    """Time each function ``repeats`` times, alternating the order every round (ABBA).
+
+    Returns the times and, per round, whether every call in it had its CPU
+    cores to itself (CPU share >= 0.9; always true on CUDA).
+    """
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
+    quiet: list[bool] = []
     for r in range(repeats):
+        ok = True
         for k in names if r % 2 == 0 else names[::-1]:
-            times[k].append(timed(fns[k], device))
-    return times
+            t, share = timed_share(fns[k], device)
+            times[k].append(t)
+            ok &= share >= QUIET_SHARE
+        quiet.append(ok)
+    return times, quiet
 
 
 def quartiles(v: list[float]) -> tuple[float, float, float]:
@@ -370,13 +395,27 @@ def count_gflop(run: Callable[[Tensor], Tensor], x: Tensor) -> float:
 # =========================================================================== memory
 
 
-def rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _status_kib(field: str) -> Optional[int]:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def probe_memory(case: Case, path: str, args: argparse.Namespace) -> dict:
-    """In this (fresh) process: peak RSS growth of one forward of ``path``, in bytes."""
+    """In this (fresh) process: peak RSS growth of one forward of ``path``, in bytes.
+
+    The high-water mark is reset right before the forward (``/proc/self/clear_refs``)
+    and read from ``VmHWM`` afterwards.  ``getrusage().ru_maxrss`` is the fallback
+    only: on Linux a child process starts with its parent's peak RSS (carried over
+    fork and exec), so in a subprocess of a large benchmark process it cannot
+    show a smaller peak.
+    """
     device = torch.device("cpu")
     hw = case.quick_hw if args.quick else case.lr_hw
     x, _, _ = make_inputs(case, hw, args.reference)
@@ -387,12 +426,16 @@ def probe_memory(case: Case, path: str, args: argparse.Namespace) -> dict:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak-RSS high-water mark (Linux >= 4.0)
-        method = "reset"
+        before = _status_kib("VmRSS")
     except OSError:
-        method = "maxrss"
-    before = rss_kib() if method == "reset" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = run(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = None
+    if before is not None:
+        out = run(x)
+        peak, method = _status_kib("VmHWM") or 0, "VmHWM"
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out = run(x)
+        peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
     del out
     return {"peak_bytes": max(0, peak - before) * 1024, "method": method}
 
@@ -449,6 +492,29 @@ def machine_line(device: torch.device) -> str:
     return " | ".join(parts)
 
 
+def load_line(seconds: float = 1.0) -> str:
+    """How busy the machine is right before the run (other processes disturb absolute times)."""
+    def snapshot() -> Optional[list[int]]:
+        try:
+            with open("/proc/stat") as f:
+                return [int(v) for v in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+
+    a = snapshot()
+    time.sleep(seconds)
+    b = snapshot()
+    parts = []
+    if hasattr(os, "getloadavg"):
+        parts.append(f"load average {os.getloadavg()[0]:.1f}")
+    if a and b:
+        total = sum(b) - sum(a)
+        idle = (b[3] - a[3]) + (b[4] - a[4])
+        if total > 0:
+            parts.append(f"CPU {100 * (total - idle) / total:.0f}% busy in the {seconds:g} s before the run")
+    return ", ".join(parts) or "unknown"
+
+
 def fmt_ms(v: list[float]) -> str:
     q1, q2, q3 = quartiles(v)
     return f"{q2 * 1e3:.1f} [{q1 * 1e3:.1f}–{q3 * 1e3:.1f}]"
@@ -465,26 +531,25 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Time the project's fast IMDN forward against an independent plain NCHW fp32 reference "
         "and print a markdown table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to run on")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="fast-path precision")
-    p.add_argument("--compile", action="store_true", help="fast path with torch.compile")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to run on (default: cpu)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="fast-path precision; the reference is always fp32 (default: fp32)")
+    p.add_argument("--compile", action="store_true", help="fast path with torch.compile (first call compiles; reported in the notes)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 10; --quick: 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per path first (default 2; --quick: 1)")
     p.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}"
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)} (default: all)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the whole run")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the whole run, both paths (default: PyTorch's)")
     p.add_argument("--quick", action="store_true", help="smoke run: small inputs, few repeats, no memory probes")
     p.add_argument(
         "--memory", action=argparse.BooleanOptionalAction, default=None,
         help="measure peak memory (default: on, off with --quick)",
     )
-    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="shared reference data (Set5 image)")
+    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="shared reference data, for the Set5 image (default: %(default)s)")
     p.add_argument(
         "--weights-dir", type=Path, default=DEFAULT_REFERENCE / "checkpoints",
-        help="folder with IMDN_x{2,3,4}.pth / IMDN_AS.pth (random init if absent)",
+        help="folder with IMDN_x{2,3,4}.pth / IMDN_AS.pth; random init if absent (default: %(default)s)",
     )
     p.add_argument("--probe-memory", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -542,9 +607,15 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: 
         ref_run(x)
         fast_run(x)
     sync(device)
-    times = interleaved({"ref": lambda: ref_run(x), "fast": lambda: fast_run(x)}, args.repeats, device)
+    times, quiet = interleaved({"ref": lambda: ref_run(x), "fast": lambda: fast_run(x)}, args.repeats, device)
     ratios = [r / f for r, f in zip(times["ref"], times["fast"])]
     rq1, rq2, rq3 = quartiles(ratios)
+    if device.type == "cpu":
+        quiet_ratios = [r for r, q in zip(ratios, quiet) if q]
+        notes.append(
+            f"{case.name}: {len(quiet_ratios)}/{len(ratios)} rounds had the CPU cores to themselves"
+            + (f" (speed-up over those: {statistics.median(quiet_ratios):.2f}×)" if quiet_ratios else "")
+        )
 
     mem_ref = mem_fast = None
     if args.memory:
@@ -597,6 +668,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
 
     print(f"Machine: {machine_line(device)}")
+    print(f"Load: {load_line()}")
     print(
         f"Settings: device {args.device}, precision {args.precision}, compile {'on' if args.compile else 'off'}, "
         f"repeats {args.repeats} (interleaved, after {args.warmup} warm-up){', quick' if args.quick else ''}"
@@ -626,7 +698,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print()
     print(
         "Times are per call (one image); speed-up = median of the per-round reference/fast ratios; "
-        "peak memory = growth of one forward (CPU: ru_maxrss in a fresh process; CUDA: max_memory_allocated); "
+        "peak memory = growth of one forward (CPU: peak RSS in a fresh subprocess per case and path, high-water mark "
+        "reset before the forward; CUDA: max_memory_allocated); "
         f"max abs diff vs the reference (tolerance {FP32_TOL:g} in fp32); ΔPSNR = PSNR(fast) − PSNR(reference) "
         "against the ground truth."
     )
