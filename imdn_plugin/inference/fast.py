@@ -5,26 +5,36 @@ that runs it for inference as fast as this PyTorch build allows while keeping
 fp32 results within 1e-4 (max abs diff) of a plain eager fp32 forward on images
 in ``[0, 1]``.
 
-What pays on a CPU (measured with IMDN ×4 on a 256×256 input on a 2-core
-AVX-512 Xeon; ``scripts/benchmark.py`` re-measures it):
+What pays on a CPU (IMDN ×4, 256×256 input, 2-core AVX-512 Xeon, compared
+with a plain NCHW fp32 eager forward; ``scripts/benchmark.py`` re-measures it):
 
-* **The fused CPU plan** (default for :class:`~imdn_plugin.archs.IMDN` and
-  :class:`~imdn_plugin.archs.IMDN_AS` on CPU in fp32).  It runs the network's
-  own weights through oneDNN convolutions in channels-last layout with the
-  LeakyReLU and the residual additions fused into the convolutions
-  (``torch.ops.mkldnn._convolution_pointwise``, the kernels inductor's
-  freezing pass emits), computes the CCA statistics with a two-pass mean /
-  variance over a contiguous view (``torch.var_mean`` over the spatial dims is
-  a slow Welford loop on CPU: ~10% of the eager forward), folds the CCA channel
-  weights into the 1×1 fusion conv (no full-size multiply) and accumulates
-  the 1×1 conv over the six block outputs block by block instead of
-  concatenating them (no 6×64-channel copy, lower peak memory).  No compile
-  time, any input size, ~1.45× the eager forward on one thread.
-* ``channels_last`` alone: ~1.05–1.3×.  ``torch.compile`` (inductor, with
-  freezing): as fast as the fused plan for a fixed size but 10–40 s of
-  compilation per graph, and slower (~1.3×) once shapes are dynamic; it is
-  therefore opt-in (``compile=True``).  ``torch.jit.trace`` + ``freeze`` /
-  ``optimize_for_inference``: ≤1.3× and deprecated, not used.
+* **The fused CPU plan** — the default for :class:`~imdn_plugin.archs.IMDN`
+  and :class:`~imdn_plugin.archs.IMDN_AS` on CPU in fp32, ~1.6× on two
+  threads, ~1.4× on one, outputs within ~5e-6, 3-4× less peak memory.  It
+  runs the network's own weights through oneDNN convolutions in channels-last
+  layout with the LeakyReLU and the residual additions fused into the
+  convolutions (``torch.ops.mkldnn._convolution_pointwise``, the kernels
+  inductor's freezing pass emits) and removes the copies around them: each
+  progressive-refinement conv runs as two convs (distilled / remaining output
+  channels), so no channel slice is copied before the next conv and the
+  concatenation gathers contiguous maps; the CCA statistics are a two-pass
+  mean / variance over an ``(N, H·W, C)`` view (``torch.var_mean`` over the
+  spatial dims is a slow Welford loop on CPU); the CCA channel weights are
+  folded into the 1×1 fusion conv (no full-size multiply); and the 1×1 conv
+  over the six block outputs is accumulated block by block instead of
+  concatenating them (no 6×64-channel copy); the concatenation and the
+  squared deviations reuse two buffers per call and each block's residual
+  conv adds into its (dead) input in place, so there are few large
+  allocations (each fresh 16 MB map costs ~4000 page faults).  No compile
+  time, any input size.  The convolutions then take ~88% of the time at
+  ~90% of a large fp32 matmul's FLOP rate; compiling the plan itself with
+  inductor gains nothing more (measured 384 vs 384 ms).
+* Measured and not chosen: ``channels_last`` alone (~1.0–1.25×);
+  ``torch.jit.trace`` + ``freeze`` (~1.0–1.25×; deprecated);
+  ``optimize_for_inference`` (slower, 0.75–0.85×); ``torch.compile``
+  (inductor; with or without freezing, static or dynamic shapes: ~1.1–1.45×,
+  below the fused plan, plus 10–40 s of compilation per graph) — available as
+  ``compile=True``; bf16 autocast (slower on a CPU without AMX, 0.7×).
 
 Elsewhere (CUDA, other dtypes, other networks, or when the fused plan is not
 available in the installed PyTorch) the callable runs the network's own
@@ -202,18 +212,20 @@ def _conv_add(x: Tensor, other: Tensor, conv: nn.Conv2d, weight: Optional[Tensor
     )
 
 
-def _channel_std_plus_mean(f: Tensor) -> Tensor:
+def _channel_std_plus_mean(f: Tensor, scratch: Tensor) -> Tensor:
     """CCA statistic ``std + mean`` per channel (population variance), shape ``(N, C)``.
 
     Two-pass (mean, then mean of squared deviations) over an ``(N, H·W, C)``
-    view of the channels-last map: as exact as ``torch.var_mean`` and several
-    times faster on CPU, where the latter's spatial reduction is a scalar
-    Welford loop.
+    view of the channels-last map ``f``: as exact as ``torch.var_mean`` and
+    several times faster on CPU, where the latter's spatial reduction is a
+    scalar Welford loop.  ``scratch`` (same shape as ``f``, channels-last) holds
+    the squared deviations.
     """
     n, c, h, w = f.shape
     v = f.permute(0, 2, 3, 1).reshape(n, h * w, c)
+    dev = scratch.permute(0, 2, 3, 1).view(n, h * w, c)
     mean = v.mean(dim=1, keepdim=True)
-    dev = v - mean
+    torch.sub(v, mean, out=dev)
     dev.mul_(dev)
     return dev.mean(dim=1).sqrt_().add_(mean.squeeze(1))
 
@@ -260,10 +272,17 @@ class _FusedIMDNPlan:
 
         nf = self.num_feat
         c_conv = net.c[0]
+        # Buffers reused by every block of this call: fewer large allocations means fewer
+        # page faults (a fresh 16 MB map costs ~4000 of them) — ~10% of the forward otherwise.
+        n, _, hh, ww = fea.shape
+        cat_channels = 4 * self.blocks[0].distilled
+        f_buf = torch.empty((n, cat_channels, hh, ww), memory_format=_CL)
+        scratch = torch.empty_like(f_buf)
         h = fea
         acc: Optional[Tensor] = None
         for i, block in enumerate(self.blocks):
-            h = self._block(block, h)
+            # Block 1 must keep ``fea`` (global residual); later inputs are dead after the block.
+            h = self._block(block, h, f_buf, scratch, in_place=i > 0)
             # The 1x1 conv over cat(block outputs) as a running sum of per-block 1x1 convs.
             w_i = c_conv.weight[:, i * nf:(i + 1) * nf].contiguous()
             if acc is None:
@@ -274,19 +293,20 @@ class _FusedIMDNPlan:
                 torch.ops.mkldnn._convolution_pointwise_.binary(
                     acc, h, w_i, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], None
                 )
+        del f_buf, scratch, h
         assert acc is not None
         F.leaky_relu_(acc, net.c[1].negative_slope)
         y = _conv_add(acc, fea, net.LR_conv)
-        del acc
+        del acc, fea
         up_conv, shuffle = net.upsampler
         return _pixel_shuffle_to_nchw(_conv(y, up_conv), shuffle.upscale_factor)
 
     @staticmethod
-    def _block(block: IMDB, x: Tensor) -> Tensor:
+    def _block(block: IMDB, x: Tensor, f_buf: Tensor, scratch: Tensor, in_place: bool) -> Tensor:
         d, slope = block.distilled, block.act.negative_slope
         # Each progressive-refinement conv runs as two: the distilled (kept) channels and the
         # remaining ones, so that no channel slice of a channels-last map has to be copied
-        # before the next conv or gathered by the concatenation (same FLOPs, ~5% faster).
+        # before the next conv or gathered by the concatenation (same FLOPs, ~10% faster).
         keep, rest = slice(0, d), slice(d, None)
         parts = []
         h = x
@@ -294,18 +314,26 @@ class _FusedIMDNPlan:
             parts.append(_conv(h, conv, slope, keep))
             h = _conv(h, conv, slope, rest)
         parts.append(_conv(h, block.c4))
-        f = torch.cat(parts, dim=1)
-        del parts, h
+        del h
+        f = torch.cat(parts, dim=1, out=f_buf)
+        del parts
         # Contrast-aware channel attention: s = sigmoid(W2 relu(W1 (std + mean) + b1) + b2).
         du1, _, du2, _ = block.cca.conv_du
-        z = _channel_std_plus_mean(f)
+        z = _channel_std_plus_mean(f, scratch)
         s = F.linear(torch.relu(F.linear(z, du1.weight.flatten(1), du1.bias)), du2.weight.flatten(1), du2.bias)
         s = torch.sigmoid(s)
         c5 = block.c5
         if f.shape[0] == 1:
             # c5(f * s) == conv(f, W5 * s): scale the 1x1 weights instead of the feature map.
-            return _conv_add(f, x, c5, c5.weight * s.view(1, -1, 1, 1))
-        return _conv_add(f * s.view(*s.shape, 1, 1), x, c5)
+            weight = c5.weight * s.view(1, -1, 1, 1)
+        else:
+            f = torch.mul(f, s.view(*s.shape, 1, 1), out=scratch)
+            weight = c5.weight
+        if in_place:  # x += c5(f): the block input is not needed afterwards
+            return torch.ops.mkldnn._convolution_pointwise_.binary(
+                x, f, weight, c5.bias, c5.padding, c5.stride, c5.dilation, c5.groups, "add", 1.0, None, [], None
+            )
+        return _conv_add(f, x, c5, weight)
 
 
 def _check_plan(plan: _FusedIMDNPlan, network: nn.Module) -> Optional[str]:
@@ -505,7 +533,11 @@ def make_fast_forward(
         threads: Intra-op CPU threads for each call (``torch.set_num_threads``
             is set for the call and the previous count restored afterwards;
             it is a process-wide setting while the call runs).  ``None``
-            (default): leave PyTorch's setting alone.
+            (default): leave PyTorch's setting alone.  On a machine whose cores
+            are busy with other processes, fewer threads than cores can be
+            several times faster (every multi-threaded op waits at an OpenMP
+            barrier for a descheduled thread); ``OMP_WAIT_POLICY=PASSIVE``
+            in the environment also helps there.
         freeze: ``True`` (default): run on a private frozen copy of the network
             (eval mode, no gradients, channels-last weights): the callable never
             changes the user's module, and later changes to the module's weights
