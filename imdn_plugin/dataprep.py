@@ -43,6 +43,8 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
+from .imageio import PNG_IEND, PNG_SIGNATURE, truncation_problem
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LmdbWriter",
@@ -82,8 +84,6 @@ DEFAULT_STEP = 240
 DEFAULT_THRESH_SIZE = 0
 DEFAULT_COMPRESS_LEVEL = 1
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"IEND\xaeB`\x82"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _TMP_RE = re.compile(r"\.(?:tmp|old)-(\d+)$")
 
@@ -117,12 +117,9 @@ def read_image(path: PathLike) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise ValueError(f"cannot read image: {path} (empty file)")
-    raw = data.tobytes()
-    if raw.startswith(_PNG_SIGNATURE) and _PNG_IEND not in raw[-64:]:
-        raise ValueError(f"cannot read image: {path} (truncated PNG: no IEND chunk)")
-    if raw.startswith(b"\xff\xd8") and b"\xff\xd9" not in raw[-4096:]:
-        # OpenCV decodes a truncated JPEG partially (grey bottom) with only a warning.
-        raise ValueError(f"cannot read image: {path} (truncated JPEG: no end-of-image marker)")
+    problem = truncation_problem(data.tobytes())
+    if problem:
+        raise ValueError(f"cannot read image: {path} ({problem})")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"cannot read image: {path} (not a decodable image)")
@@ -306,9 +303,9 @@ def _shape3(img: np.ndarray) -> tuple[int, int, int]:
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a PNG's IHDR, or None if ``data`` is not a whole PNG."""
-    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
-    if not data.endswith(_PNG_IEND):
+    if not data.endswith(PNG_IEND):
         return None
     w, h = struct.unpack(">II", data[16:24])
     return h, w

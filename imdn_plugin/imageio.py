@@ -20,6 +20,22 @@ from .errors import ImageReadError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def truncation_problem(raw: bytes) -> Optional[str]:
+    """Why encoded bytes look cut short, or None.
+
+    OpenCV decodes a truncated JPEG (and some truncated PNGs) partially, with
+    only a warning on stderr; the missing end marker is caught here instead.
+    """
+    if raw.startswith(PNG_SIGNATURE) and PNG_IEND not in raw[-64:]:
+        return "truncated PNG: no IEND chunk"
+    if raw.startswith(b"\xff\xd8") and b"\xff\xd9" not in raw[-4096:]:
+        return "truncated JPEG: no end-of-image marker"
+    return None
+
 
 @dataclass
 class Image:
@@ -36,6 +52,9 @@ def decode(data: Union[bytes, np.ndarray], source: str) -> Image:
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if buf.size == 0:
         raise ImageReadError(f"{source}: empty file, not an image")
+    problem = truncation_problem(bytes(buf[:8]) + bytes(buf[-4096:]))
+    if problem:
+        raise ImageReadError(f"{source}: cannot decode image ({problem})")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageReadError(f"{source}: cannot decode image (truncated, corrupt or not an image)")

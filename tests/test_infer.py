@@ -45,10 +45,13 @@ def test_folder_with_corrupt_file(weights: dict[str, Path], tmp_path: Path, caps
     good = (src / "rgb.png").read_bytes()
     (src / "broken.png").write_bytes(good[: len(good) // 3])  # truncated download
     (src / "notes.png").write_text("not an image")
+    jpg = (src / "photo.jpg").read_bytes()
+    (src / "cut.jpg").write_bytes(jpg[: len(jpg) * 2 // 3])  # OpenCV alone would decode half an image
     rc = infer_main(["-i", str(src), "-o", str(tmp_path / "out"), "--weights", str(weights["x3"]), "-q"])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "broken.png" in err and "notes.png" in err and "5 of 7 image(s) written" in err
+    assert "broken.png" in err and "notes.png" in err and "cut.jpg: cannot decode image (truncated JPEG" in err
+    assert "5 of 8 image(s) written" in err
     for name, arr in imgs.items():
         out = cv2.imread(str(tmp_path / "out" / (Path(name).stem + ".png")), cv2.IMREAD_UNCHANGED)
         assert out is not None, name
