@@ -123,9 +123,12 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     """
     options = options or InferenceOptions()
     scale, multiple = network_geometry(network)
-    forward = make_fast_forward(
-        network, channels_last=options.channels_last, compile=options.compile, precision=options.precision
-    )
+    try:
+        forward = make_fast_forward(
+            network, channels_last=options.channels_last, compile=options.compile, precision=options.precision
+        )
+    except ValueError as exc:  # e.g. fp16 for a network on the CPU: an option problem, said in one line
+        raise ConfigError(f"inference: {exc}") from None
     mode = options.mode
     if mode == "auto":
         mode = "tile" if options.tile is not None else ("acs" if multiple > 1 else "whole")

@@ -65,3 +65,4 @@ def test_predictor_uses_global_statistics_by_default() -> None:
 def test_rejects_other_networks() -> None:
     with pytest.raises(TypeError, match="needs an IMDN or IMDN_AS network"):
         global_tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 8, 8))  # type: ignore[arg-type]
+
