@@ -43,7 +43,8 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
-from .imageio import PNG_IEND, PNG_SIGNATURE, truncation_problem
+from .errors import ImageReadError
+from .imageio import PNG_IEND, PNG_SIGNATURE, imdecode
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -114,15 +115,10 @@ def read_image(path: PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"cannot read image: {path} (no such file)")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError(f"cannot read image: {path} (empty file)")
-    problem = truncation_problem(data.tobytes())
-    if problem:
-        raise ValueError(f"cannot read image: {path} ({problem})")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image: {path} (not a decodable image)")
+    try:
+        img = imdecode(np.fromfile(str(path), dtype=np.uint8))
+    except ImageReadError as exc:
+        raise ValueError(f"cannot read image: {path} ({exc})") from None
     return _to_bgr_uint8(img, path)
 
 

@@ -47,17 +47,29 @@ class Image:
     channels: int
 
 
+def imdecode(buf: np.ndarray) -> np.ndarray:
+    """``cv2.imdecode(buf, IMREAD_UNCHANGED)`` that refuses empty, cut-short or undecodable data.
+
+    Raises :class:`ImageReadError` whose message is the bare reason; callers add the file name.
+    """
+    if buf.size == 0:
+        raise ImageReadError("empty file")
+    problem = truncation_problem(bytes(buf[:8]) + bytes(buf[-4096:]))
+    if problem:
+        raise ImageReadError(problem)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError("not a decodable image")
+    return img
+
+
 def decode(data: Union[bytes, np.ndarray], source: str) -> Image:
     """Decode encoded image bytes (as stored in files or LMDBs)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    if buf.size == 0:
-        raise ImageReadError(f"{source}: empty file, not an image")
-    problem = truncation_problem(bytes(buf[:8]) + bytes(buf[-4096:]))
-    if problem:
-        raise ImageReadError(f"{source}: cannot decode image ({problem})")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageReadError(f"{source}: cannot decode image (truncated, corrupt or not an image)")
+    try:
+        img = imdecode(buf)
+    except ImageReadError as exc:
+        raise ImageReadError(f"{source}: cannot decode image ({exc})") from None
     return from_array(img, source)
 
 
