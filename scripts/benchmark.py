@@ -67,7 +67,11 @@ else:
 
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 FP32_TOL = 1e-4
-QUIET_SHARE = 0.9  # CPU share above which a timed call counts as undisturbed
+QUIET_SHARE = 0.9
+# glibc settings of --allocator no-trim: freed memory stays with the process (no trimming of
+# the heap top, large blocks from the heap instead of fresh mmaps), so a reused buffer costs no
+# page faults.  Same effect as jemalloc/tcmalloc for these workloads.
+NO_TRIM_TUNABLES = "glibc.malloc.trim_threshold=17179869184:glibc.malloc.mmap_threshold=4294967296"  # CPU share above which a timed call counts as undisturbed
 MiB = 2**20
 
 
@@ -80,21 +84,28 @@ SLOPE = 0.05  # LeakyReLU negative slope used throughout the paper's networks
 
 
 class RefCCA(nn.Module):
-    """Contrast-aware channel attention (§3.2, Fig. 3): z = std + mean per channel (Eq. 5)."""
+    """Contrast-aware channel attention (§3.2, Fig. 3): z = std + mean per channel (Eq. 5).
+
+    Computed the way the authors' released code does it (github.com/Zheng222/IMDN,
+    ``model/block.py``): the mean for the deviation as spatial sums over W then H,
+    the contrast as the square root of the mean squared deviation, and the mean
+    term of z separately by global average pooling.
+    """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
         self.conv_du = nn.Sequential(
             nn.Conv2d(channels, channels // reduction, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(channels // reduction, channels, 1),
             nn.Sigmoid(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
-        return x * self.conv_du(std + mean)
+        pixels = x.shape[2] * x.shape[3]
+        mean = x.sum(3, keepdim=True).sum(2, keepdim=True) / pixels
+        contrast = ((x - mean).pow(2).sum(3, keepdim=True).sum(2, keepdim=True) / pixels).pow(0.5)
+        return x * self.conv_du(contrast + F.adaptive_avg_pool2d(x, 1))
 
 
 class RefIMDB(nn.Module):
@@ -113,9 +124,10 @@ class RefIMDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         split = [self.keep, self.c1.out_channels - self.keep]
-        kept1, rest = torch.split(F.leaky_relu(self.c1(x), SLOPE), split, dim=1)
-        kept2, rest = torch.split(F.leaky_relu(self.c2(rest), SLOPE), split, dim=1)
-        kept3, rest = torch.split(F.leaky_relu(self.c3(rest), SLOPE), split, dim=1)
+        # In-place activations, as in the authors' code.
+        kept1, rest = torch.split(F.leaky_relu_(self.c1(x), SLOPE), split, dim=1)
+        kept2, rest = torch.split(F.leaky_relu_(self.c2(rest), SLOPE), split, dim=1)
+        kept3, rest = torch.split(F.leaky_relu_(self.c3(rest), SLOPE), split, dim=1)
         kept4 = self.c4(rest)
         distilled = torch.cat([kept1, kept2, kept3, kept4], dim=1)
         return self.c5(self.cca(distilled)) + x
@@ -131,14 +143,14 @@ class RefIMDN(nn.Module):
             scale = 4
             self.fea_conv = nn.Sequential(
                 nn.Conv2d(3, channels, 3, stride=2, padding=1),
-                nn.LeakyReLU(SLOPE),
+                nn.LeakyReLU(SLOPE),  # not in place in the authors' IMDN_AS either
                 nn.Conv2d(channels, channels, 3, stride=2, padding=1),
             )
         else:
             self.fea_conv = nn.Conv2d(3, channels, 3, padding=1)
         for i in range(1, blocks + 1):
             setattr(self, f"IMDB{i}", RefIMDB(channels))
-        self.c = nn.Sequential(nn.Conv2d(channels * blocks, channels, 1), nn.LeakyReLU(SLOPE))
+        self.c = nn.Sequential(nn.Conv2d(channels * blocks, channels, 1), nn.LeakyReLU(SLOPE, inplace=True))
         self.LR_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.upsampler = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
 
@@ -292,7 +304,7 @@ def make_runner(case: Case, forward: Callable[[Tensor], Tensor], quick: bool) ->
 
 def reference_forward(ref: nn.Module) -> Callable[[Tensor], Tensor]:
     def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.no_grad():  # as the authors' test scripts run it
             return ref(x)
 
     return run
@@ -440,22 +452,76 @@ def probe_memory(case: Case, path: str, args: argparse.Namespace) -> dict:
     return {"peak_bytes": max(0, peak - before) * 1024, "method": method}
 
 
-def memory_subprocess(case: Case, path: str, args: argparse.Namespace) -> Optional[float]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-memory", case.name, path]
+def probe_time(case: Case, path: str, args: argparse.Namespace) -> dict:
+    """In this (fresh) process: ``args.warmup`` untimed calls of ``path``, then timed ones.
+
+    Returns the seconds and the CPU share (see :func:`timed_share`) of each
+    timed call.
+    """
+    device = torch.device("cpu")
+    hw = case.quick_hw if args.quick else case.lr_hw
+    x, _, _ = make_inputs(case, hw, args.reference)
+    run = build_paths(case, args, device)[path]
+    for _ in range(max(1, args.warmup)):
+        run(x)
+    timed_calls = [timed_share(lambda: run(x), device) for _ in range(args.calls)]
+    return {"seconds": [t for t, _ in timed_calls], "shares": [q for _, q in timed_calls]}
+
+
+def probe_subprocess(kind: str, case: Case, path: str, args: argparse.Namespace, **extra: str) -> Optional[dict]:
+    """Run ``probe_<kind>`` for one case and path in a fresh interpreter; its result, or None."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), f"--probe-{kind}", case.name, path]
     cmd += ["--device", "cpu", "--precision", args.precision, "--weights-dir", str(args.weights_dir)]
-    cmd += ["--reference", str(args.reference)]
+    cmd += ["--reference", str(args.reference), "--warmup", str(args.warmup)]
+    for key, value in extra.items():
+        cmd += [f"--{key}", value]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.compile:
         cmd.append("--compile")
     if args.quick:
         cmd.append("--quick")
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ)
+    if args.allocator == "no-trim":
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), NO_TRIM_TUNABLES]))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     for line in res.stdout.splitlines():
         if line.startswith("PROBE "):
-            return json.loads(line[6:])["peak_bytes"] / MiB
-    print(f"warning: memory probe {case.name}/{path} failed: {res.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            return json.loads(line[6:])
+    print(f"warning: {kind} probe {case.name}/{path} failed: {res.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
     return None
+
+
+def memory_subprocess(case: Case, path: str, args: argparse.Namespace) -> Optional[float]:
+    result = probe_subprocess("memory", case, path, args)
+    return None if result is None else result["peak_bytes"] / MiB
+
+
+def isolated(case: Case, args: argparse.Namespace) -> tuple[dict[str, list[float]], list[bool], list[float]]:
+    """Time both paths, each in its own fresh processes (CPU): ``args.processes`` rounds.
+
+    Every round starts one process per path (order alternating between rounds);
+    each does the warm-up and then about ``repeats / processes`` timed calls.
+    Returns all timed calls per path, whether each round's calls had the CPU
+    cores to themselves, and the per-round speed-ups (ratio of the medians).
+    """
+    calls = max(1, math.ceil(args.repeats / args.processes))
+    times: dict[str, list[float]] = {"ref": [], "fast": []}
+    quiet: list[bool] = []
+    ratios: list[float] = []
+    paths = {"ref": "reference", "fast": "fast"}
+    for r in range(args.processes):
+        medians, ok = {}, True
+        for key in (["ref", "fast"] if r % 2 == 0 else ["fast", "ref"]):
+            result = probe_subprocess("time", case, paths[key], args, calls=str(calls))
+            if result is None:
+                raise RuntimeError(f"{case.name}: the timing process for the {paths[key]} path failed")
+            times[key] += result["seconds"]
+            medians[key] = statistics.median(result["seconds"])
+            ok &= all(q >= QUIET_SHARE for q in result["shares"])
+        quiet.append(ok)
+        ratios.append(medians["ref"] / medians["fast"])
+    return times, quiet, ratios
 
 
 def cuda_peak(run: Callable[[Tensor], Tensor], x: Tensor, device: torch.device) -> float:
@@ -490,6 +556,13 @@ def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         parts.append(f"GPU: {torch.cuda.get_device_name(device)}")
     return " | ".join(parts)
+
+
+def allocator_line() -> str:
+    """The memory allocator settings the timings ran under (they move CPU times by up to ~30%)."""
+    settings = [f"{k}={os.environ[k]}" for k in ("LD_PRELOAD", "GLIBC_TUNABLES") if os.environ.get(k)]
+    settings += [f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_") and v]
+    return ", ".join(settings) if settings else "default (glibc malloc, dynamic mmap/trim thresholds)"
 
 
 def load_line(seconds: float = 1.0) -> str:
@@ -551,7 +624,27 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--weights-dir", type=Path, default=DEFAULT_REFERENCE / "checkpoints",
         help="folder with IMDN_x{2,3,4}.pth / IMDN_AS.pth; random init if absent (default: %(default)s)",
     )
+    p.add_argument(
+        "--isolation", choices=["process", "shared"], default=None,
+        help="process (CPU default): time each path in its own fresh processes, the way a user runs one of them "
+        "(in one shared process the two paths change each other's allocator state: glibc's dynamic mmap/trim "
+        "thresholds, hence page faults, moved the reference between ~460 and ~640 ms on IMDN x4 here); "
+        "shared (CUDA default): both paths interleaved in this process",
+    )
+    p.add_argument(
+        "--allocator", choices=["default", "no-trim"], default="default",
+        help="with --isolation process: glibc malloc settings of the timing and memory processes, the same "
+        "for both paths; default: as the environment has them; no-trim: GLIBC_TUNABLES that keep freed "
+        "memory in the process (no page faults for reused buffers)",
+    )
+    p.add_argument(
+        "--processes", type=int, default=3,
+        help="with --isolation process: fresh processes per path, each doing the warm-up and repeats/processes "
+        "timed calls (default: %(default)s)",
+    )
     p.add_argument("--probe-memory", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--probe-time", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
@@ -570,6 +663,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.memory = not args.quick
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
+    if args.isolation is None:
+        args.isolation = "process" if args.device == "cpu" else "shared"
+    if args.isolation == "process" and args.device != "cpu":
+        p.error("--isolation process is for --device cpu")
+    if args.processes < 1:
+        p.error("--processes must be >= 1")
+    if args.allocator != "default" and args.isolation != "process":
+        p.error("--allocator needs --isolation process (glibc reads its settings at process start)")
     if args.precision == "fp16" and args.device != "cuda":
         p.error("--precision fp16 needs --device cuda")
     return args
@@ -581,6 +682,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: 
     x, gt = x.to(device), gt.to(device)
     paths = build_paths(case, args, device)
     ref_run, fast_run = paths["reference"], paths["fast"]
+    fast_path_name, weights, build_s = paths["fast_obj"].path, paths["weights"], paths["build_s"]
 
     t0 = time.perf_counter()
     out_fast = fast_run(x)
@@ -603,12 +705,16 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: 
     del out_fast, out_ref
     gflop = count_gflop(ref_run, x)
 
-    for _ in range(args.warmup):
-        ref_run(x)
-        fast_run(x)
-    sync(device)
-    times, quiet = interleaved({"ref": lambda: ref_run(x), "fast": lambda: fast_run(x)}, args.repeats, device)
-    ratios = [r / f for r, f in zip(times["ref"], times["fast"])]
+    if args.isolation == "process":
+        del paths, ref_run, fast_run  # this process only checks outputs; the timing runs elsewhere
+        times, quiet, ratios = isolated(case, args)
+    else:
+        for _ in range(args.warmup):
+            ref_run(x)
+            fast_run(x)
+        sync(device)
+        times, quiet = interleaved({"ref": lambda: ref_run(x), "fast": lambda: fast_run(x)}, args.repeats, device)
+        ratios = [r / f for r, f in zip(times["ref"], times["fast"])]
     rq1, rq2, rq3 = quartiles(ratios)
     if device.type == "cpu":
         quiet_ratios = [r for r, q in zip(ratios, quiet) if q]
@@ -634,7 +740,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: 
     row = [
         label,
         f"{w}×{h} → {s * w}×{s * h}",
-        paths["fast_obj"].path,
+        fast_path_name,
         fmt_ms(times["ref"]),
         fmt_ms(times["fast"]),
         f"**{rq2:.2f}×** [{rq1:.2f}–{rq3:.2f}]",
@@ -647,7 +753,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: 
         fmt_mib(mem_fast),
     ]
     notes.append(
-        f"{case.name}: weights {paths['weights']}, input {image}; fast path built in {paths['build_s']:.2f} s, "
+        f"{case.name}: weights {weights}, input {image}; fast path built in {build_s:.2f} s, "
         f"first call {first_call:.2f} s"
     )
     return "| " + " | ".join(row) + " |", notes, ok
@@ -661,6 +767,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         name, path = args.probe_memory
         print("PROBE " + json.dumps(probe_memory(CASES[name], path, args)), flush=True)
         return 0
+    if args.probe_time:
+        name, path = args.probe_time
+        print("PROBE " + json.dumps(probe_time(CASES[name], path, args)), flush=True)
+        return 0
     device = torch.device(args.device)
     if device.type == "cuda" and args.precision == "fp32":
         # Strict fp32 for both paths and the matmul limit (the fast path does the same per call).
@@ -671,7 +781,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Load: {load_line()}")
     print(
         f"Settings: device {args.device}, precision {args.precision}, compile {'on' if args.compile else 'off'}, "
-        f"repeats {args.repeats} (interleaved, after {args.warmup} warm-up){', quick' if args.quick else ''}"
+        f"repeats {args.repeats} per path " + (
+            f"(in {args.processes} fresh processes per path, alternating, each after {args.warmup} warm-up calls)"
+            if args.isolation == "process" else f"(interleaved in one process, after {args.warmup} warm-up)"
+        ) + (", quick" if args.quick else "")
+    )
+    print(
+        "Allocator: " + (f"timing processes with GLIBC_TUNABLES={NO_TRIM_TUNABLES} (both paths)"
+                         if args.allocator == "no-trim" else allocator_line())
     )
     n_mm = 2048 if args.quick else 4096
     limit = matmul_gflops(device, n_mm, 3 if args.quick else 5)
@@ -697,8 +814,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         failed |= not ok
     print()
     print(
-        "Times are per call (one image); speed-up = median of the per-round reference/fast ratios; "
-        "peak memory = growth of one forward (CPU: peak RSS in a fresh subprocess per case and path, high-water mark "
+        "Times are per call (one image); speed-up = median of the per-round reference/fast ratios "
+        + ("(a round: one fresh process per path, ratio of their median times); " if args.isolation == "process"
+           else "(a round: one call of each path); ")
+        + "peak memory = growth of one forward (CPU: peak RSS in a fresh subprocess per case and path, high-water mark "
         "reset before the forward; CUDA: max_memory_allocated); "
         f"max abs diff vs the reference (tolerance {FP32_TOL:g} in fp32); ΔPSNR = PSNR(fast) − PSNR(reference) "
         "against the ground truth."

@@ -1,0 +1,97 @@
+"""Tests of ``scripts/benchmark.py``: its independent reference network and its options.
+
+The benchmark's speed-ups are only meaningful if its plain reference computes
+the same function as the plugin's networks: these tests load one random state
+dict into both and compare outputs, and check that the CCA statistic the
+reference computes the authors' way equals Eq. 5 written directly.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from imdn_plugin.archs import IMDN, IMDN_AS
+from imdn_plugin.inference.fast import make_fast_forward
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("imdn_benchmark_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _perturbed(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """A state dict with every parameter nudged (biases are not left at zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: v + 0.02 * torch.randn(v.shape, generator=gen) for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_reference_imdn_matches_plugin_network(bench: ModuleType, scale: int) -> None:
+    torch.manual_seed(scale)
+    net = IMDN(upscale=scale).eval()
+    state = _perturbed(net, scale)
+    net.load_state_dict(state)
+    ref = bench.RefIMDN(scale).eval()
+    ref.load_state_dict(state)  # same parameter names as the authors' release: must load strictly
+    x = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = net(x), ref(x)
+    assert got.shape == (1, 3, 19 * scale, 23 * scale)
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_reference_imdn_as_matches_plugin_network_and_fast_path(bench: ModuleType) -> None:
+    torch.manual_seed(0)
+    net = IMDN_AS().eval()
+    state = _perturbed(net, 7)
+    net.load_state_dict(state)
+    ref = bench.RefIMDN(arbitrary=True).eval()
+    ref.load_state_dict(state)
+    x = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, got = net(x), ref(x)
+    fast = make_fast_forward(net)(x)
+    assert (got - expected).abs().max().item() < 1e-5
+    assert (fast - got).abs().max().item() < 1e-4
+
+
+def test_reference_cca_statistic_is_eq5(bench: ModuleType) -> None:
+    """The reference's z (authors' sums + average pooling) equals std + mean computed directly."""
+    cca = bench.RefCCA(64)
+    captured: list[torch.Tensor] = []
+    cca.conv_du.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    x = torch.rand(2, 64, 9, 13, generator=torch.Generator().manual_seed(3)) * 3 - 1
+    with torch.no_grad():
+        cca(x)
+    flat = x.double().flatten(2)
+    direct = flat.std(dim=2, unbiased=False) + flat.mean(dim=2)
+    assert (captured[0].double().flatten(1) - direct).abs().max().item() < 1e-5
+
+
+def test_bad_options_are_refused(bench: ModuleType, capsys: pytest.CaptureFixture) -> None:
+    for argv, needle in [
+        (["--cases", "x5"], "unknown case(s) x5"),
+        (["--processes", "0"], "--processes must be >= 1"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+    ]:
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+        assert needle in capsys.readouterr().err
+
+
+def test_isolation_defaults_to_fresh_processes_on_cpu(bench: ModuleType) -> None:
+    args = bench.parse_args(["--cases", "x2"])
+    assert args.isolation == "process" and args.processes >= 1
+    assert bench.parse_args(["--isolation", "shared"]).isolation == "shared"
