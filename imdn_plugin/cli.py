@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import Optional, Sequence
 
+from ._allocator import keep_freed_memory
 from .errors import PluginError
 
 PLUGIN_GROUP = "basicsr.plugins"
@@ -77,6 +78,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE.replace("{plugins}", plugins))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in ("test", "infer"):
+        # One job per process: keep freed memory instead of faulting it in again for
+        # every image (imdn_plugin/_allocator.py; IMDN_MALLOC=default turns it off).
+        keep_freed_memory()
     try:
         if command in ("train", "test"):
             _run_pipeline(command, rest)
