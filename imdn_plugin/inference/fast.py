@@ -246,13 +246,106 @@ class _FusedIMDNPlan:
     unless ``freeze=False``).  Numerically it differs from the module's forward
     only by float rounding (different summation orders), ~1e-6 on ``[0, 1]``
     images with the authors' weights.
+
+    Besides the whole forward (``plan(x)``) it offers the network's stages with
+    the module API that :func:`.global_tiling.global_tiled_forward` drives
+    (``fea_conv``, ``distill``, ``fuse``, ``tail``), so tiles with whole-image
+    CCA statistics run on the same kernels.
     """
 
     def __init__(self, network: nn.Module) -> None:
         self.net = network
         self.is_as = isinstance(network, IMDN_AS)
-        self.blocks = network.blocks()
+        self._blocks = network.blocks()
         self.num_feat = network.LR_conv.out_channels
+
+    # -- stages ------------------------------------------------------------------------
+
+    def fea_conv(self, x: Tensor) -> Tensor:
+        """Shallow features (channels-last)."""
+        x = x.contiguous(memory_format=_CL)
+        if self.is_as:
+            s1, act, s2 = self.net.fea_conv
+            return _conv(_conv(x, s1, act.negative_slope), s2)
+        return _conv(x, self.net.fea_conv)
+
+    def distill(self, j: int, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        """Block ``j``'s progressive refinement (Eqs. 1–4): the concatenated distilled features."""
+        block = self._blocks[j]
+        d, slope = block.distilled, block.act.negative_slope
+        # Each progressive-refinement conv runs as two: the distilled (kept) channels and the
+        # remaining ones, so that no channel slice of a channels-last map has to be copied
+        # before the next conv or gathered by the concatenation (same FLOPs, ~10% faster).
+        keep, rest = slice(0, d), slice(d, None)
+        parts = []
+        h = x.contiguous(memory_format=_CL)
+        for conv in (block.c1, block.c2, block.c3):
+            parts.append(_conv(h, conv, slope, keep))
+            h = _conv(h, conv, slope, rest)
+        parts.append(_conv(h, block.c4))
+        del h
+        return torch.cat(parts, dim=1, out=out) if out is not None else torch.cat(parts, dim=1)
+
+    def gate(self, j: int, z: Tensor) -> Tensor:
+        """CCA channel weights ``sigmoid(W2 relu(W1 z + b1) + b2)`` from ``z = std + mean``, ``(N, C)``."""
+        du1, _, du2, _ = self._blocks[j].cca.conv_du
+        return torch.sigmoid(
+            F.linear(torch.relu(F.linear(z, du1.weight.flatten(1), du1.bias)), du2.weight.flatten(1), du2.bias)
+        )
+
+    def fuse_gated(self, j: int, x: Tensor, f: Tensor, s: Tensor, scratch: Optional[Tensor], in_place: bool) -> Tensor:
+        """``x + c5(f * s)`` for channel weights ``s`` of shape ``(N, C)`` or ``(1, C)`` (shared)."""
+        c5 = self._blocks[j].c5
+        if s.shape[0] == 1:
+            # c5(f * s) == conv(f, W5 * s): scale the 1x1 weights instead of the feature map.
+            weight = c5.weight * s.view(1, -1, 1, 1)
+        else:
+            f = torch.mul(f, s.view(*s.shape, 1, 1), out=scratch)
+            weight = c5.weight
+        x = x.contiguous(memory_format=_CL)
+        if in_place:  # x += c5(f): the block input is not needed afterwards
+            return torch.ops.mkldnn._convolution_pointwise_.binary(
+                x, f, weight, c5.bias, c5.padding, c5.stride, c5.dilation, c5.groups, "add", 1.0, None, [], None
+            )
+        return _conv_add(f, x, c5, weight)
+
+    def fuse(self, j: int, x: Tensor, f: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """Block ``j``'s CCA with given statistics, 1×1 fusion and residual (``IMDB.fuse``)."""
+        z = (std + mean).reshape(std.shape[0], -1).to(f.dtype)
+        return self.fuse_gated(j, x, f, self.gate(j, z), None, in_place=False)
+
+    def blocks(self) -> list[int]:
+        """Block indices, for ``distill`` / ``fuse`` (the module API's ``blocks()``)."""
+        return list(range(len(self._blocks)))
+
+    def _accumulate(self, acc: Optional[Tensor], i: int, h: Tensor) -> Tensor:
+        """The 1x1 conv over cat(block outputs), as a running sum of per-block 1x1 convs."""
+        c_conv, nf = self.net.c[0], self.num_feat
+        w_i = c_conv.weight[:, i * nf:(i + 1) * nf].contiguous()
+        if acc is None:
+            return torch.ops.mkldnn._convolution_pointwise(h, w_i, c_conv.bias, [0, 0], [1, 1], [1, 1], 1, "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            acc, h, w_i, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], None
+        )
+
+    def _finish(self, fea: Tensor, acc: Tensor) -> Tensor:
+        """LeakyReLU, LR conv + global residual, upsampler (NCHW out)."""
+        net = self.net
+        F.leaky_relu_(acc, net.c[1].negative_slope)
+        y = _conv_add(acc, fea, net.LR_conv)
+        del acc
+        up_conv, shuffle = net.upsampler
+        return _pixel_shuffle_to_nchw(_conv(y, up_conv), shuffle.upscale_factor)
+
+    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor:
+        """Information collection, global residual and upsampler (``_IMDNBody.tail``)."""
+        acc: Optional[Tensor] = None
+        for i, h in enumerate(block_outputs):
+            acc = self._accumulate(acc, i, h.contiguous(memory_format=_CL))
+        assert acc is not None
+        return self._finish(fea.contiguous(memory_format=_CL), acc)
+
+    # -- the whole forward --------------------------------------------------------------
 
     def __call__(self, x: Tensor) -> Tensor:
         net = self.net
@@ -263,77 +356,24 @@ class _FusedIMDNPlan:
                 f"IMDN_AS: input size {x.shape[-2]}x{x.shape[-1]} is not divisible by 4; pad it or use "
                 "imdn_plugin.inference.acs_forward (the paper's adaptive cropping)"
             )
-        x = x.contiguous(memory_format=_CL)
-        if self.is_as:
-            s1, act, s2 = net.fea_conv
-            fea = _conv(_conv(x, s1, act.negative_slope), s2)
-        else:
-            fea = _conv(x, net.fea_conv)
-
-        nf = self.num_feat
-        c_conv = net.c[0]
+        fea = self.fea_conv(x)
         # Buffers reused by every block of this call: fewer large allocations means fewer
         # page faults (a fresh 16 MB map costs ~4000 of them) — ~10% of the forward otherwise.
         n, _, hh, ww = fea.shape
-        cat_channels = 4 * self.blocks[0].distilled
+        cat_channels = 4 * self._blocks[0].distilled
         f_buf = torch.empty((n, cat_channels, hh, ww), memory_format=_CL)
         scratch = torch.empty_like(f_buf)
         h = fea
         acc: Optional[Tensor] = None
-        for i, block in enumerate(self.blocks):
+        for i in range(len(self._blocks)):
+            f = self.distill(i, h, out=f_buf)
+            s = self.gate(i, _channel_std_plus_mean(f, scratch))
             # Block 1 must keep ``fea`` (global residual); later inputs are dead after the block.
-            h = self._block(block, h, f_buf, scratch, in_place=i > 0)
-            # The 1x1 conv over cat(block outputs) as a running sum of per-block 1x1 convs.
-            w_i = c_conv.weight[:, i * nf:(i + 1) * nf].contiguous()
-            if acc is None:
-                acc = torch.ops.mkldnn._convolution_pointwise(
-                    h, w_i, c_conv.bias, [0, 0], [1, 1], [1, 1], 1, "none", [], ""
-                )
-            else:
-                torch.ops.mkldnn._convolution_pointwise_.binary(
-                    acc, h, w_i, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], None
-                )
+            h = self.fuse_gated(i, h, f, s, scratch, in_place=i > 0)
+            acc = self._accumulate(acc, i, h)
         del f_buf, scratch, h
         assert acc is not None
-        F.leaky_relu_(acc, net.c[1].negative_slope)
-        y = _conv_add(acc, fea, net.LR_conv)
-        del acc, fea
-        up_conv, shuffle = net.upsampler
-        return _pixel_shuffle_to_nchw(_conv(y, up_conv), shuffle.upscale_factor)
-
-    @staticmethod
-    def _block(block: IMDB, x: Tensor, f_buf: Tensor, scratch: Tensor, in_place: bool) -> Tensor:
-        d, slope = block.distilled, block.act.negative_slope
-        # Each progressive-refinement conv runs as two: the distilled (kept) channels and the
-        # remaining ones, so that no channel slice of a channels-last map has to be copied
-        # before the next conv or gathered by the concatenation (same FLOPs, ~10% faster).
-        keep, rest = slice(0, d), slice(d, None)
-        parts = []
-        h = x
-        for conv in (block.c1, block.c2, block.c3):
-            parts.append(_conv(h, conv, slope, keep))
-            h = _conv(h, conv, slope, rest)
-        parts.append(_conv(h, block.c4))
-        del h
-        f = torch.cat(parts, dim=1, out=f_buf)
-        del parts
-        # Contrast-aware channel attention: s = sigmoid(W2 relu(W1 (std + mean) + b1) + b2).
-        du1, _, du2, _ = block.cca.conv_du
-        z = _channel_std_plus_mean(f, scratch)
-        s = F.linear(torch.relu(F.linear(z, du1.weight.flatten(1), du1.bias)), du2.weight.flatten(1), du2.bias)
-        s = torch.sigmoid(s)
-        c5 = block.c5
-        if f.shape[0] == 1:
-            # c5(f * s) == conv(f, W5 * s): scale the 1x1 weights instead of the feature map.
-            weight = c5.weight * s.view(1, -1, 1, 1)
-        else:
-            f = torch.mul(f, s.view(*s.shape, 1, 1), out=scratch)
-            weight = c5.weight
-        if in_place:  # x += c5(f): the block input is not needed afterwards
-            return torch.ops.mkldnn._convolution_pointwise_.binary(
-                x, f, weight, c5.bias, c5.padding, c5.stride, c5.dilation, c5.groups, "add", 1.0, None, [], None
-            )
-        return _conv_add(f, x, c5, weight)
+        return self._finish(fea, acc)
 
 
 def _check_plan(plan: _FusedIMDNPlan, network: nn.Module) -> Optional[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -25,6 +26,39 @@ from ..archs.imdn_arch import _IMDNBody
 from .cropping import DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH, _axis_spans, _check_tiling_args, _replicate_pad, _Span, _tile_geometry
 
 logger = logging.getLogger(__name__)
+
+
+class Stages(Protocol):
+    """The stages of an IMDN forward, by block index (see :class:`ModuleStages`)."""
+
+    def fea_conv(self, x: Tensor) -> Tensor: ...
+    def distill(self, j: int, x: Tensor) -> Tensor: ...
+    def fuse(self, j: int, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor: ...
+    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor: ...
+    def blocks(self) -> list[int]: ...
+
+
+class ModuleStages:
+    """:class:`Stages` of an IMDN / IMDN_AS module, run eagerly through its own submodules."""
+
+    def __init__(self, network: _IMDNBody) -> None:
+        self.network = network
+        self._blocks = network.blocks()
+
+    def fea_conv(self, x: Tensor) -> Tensor:
+        return self.network.fea_conv(x)
+
+    def distill(self, j: int, x: Tensor) -> Tensor:
+        return self._blocks[j].distill(x)
+
+    def fuse(self, j: int, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        return self._blocks[j].fuse(x, distilled, mean, std)
+
+    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor:
+        return self.network.tail(fea, block_outputs)
+
+    def blocks(self) -> list[int]:
+        return list(range(len(self._blocks)))
 
 
 def _feature_core(span: _Span, stride: int) -> tuple[int, int]:
@@ -44,6 +78,7 @@ def global_tiled_forward(
     overlap: int = DEFAULT_OVERLAP,
     batch: int = DEFAULT_TILE_BATCH,
     progress: bool = False,
+    stages: Optional[Stages] = None,
 ) -> Tensor:
     """Like :func:`.cropping.tiled_forward`, with every CCA using whole-image statistics.
 
@@ -52,6 +87,9 @@ def global_tiled_forward(
         x: ``N×C×H×W`` input, any ``H, W >= 1`` (IMDN_AS: replicate-padded to multiples of 4
             as :func:`.cropping.pad_forward` does).
         tile, overlap, batch, progress: As for :func:`.cropping.tiled_forward`.
+        stages: How to run the network's stages; default :class:`ModuleStages` (the module's
+            own submodules).  :func:`.predictor.build_predictor` passes the fused CPU plan of
+            :func:`.fast.make_fast_forward` when there is one (same results, ~2x faster).
 
     Returns:
         ``N×C'×(s·H)×(s·W)`` on ``x``'s device.
@@ -64,7 +102,9 @@ def global_tiled_forward(
     n, _, h, w = x.shape
     th, rows = _axis_spans(h, tile, overlap, multiple)
     tw, cols = _axis_spans(w, tile, overlap, multiple)
-    blocks = network.blocks()
+    if stages is None:
+        stages = ModuleStages(network)
+    blocks = stages.blocks()
     windows = [(r, c) for r in rows for c in cols]
     out: Tensor | None = None
     with torch.no_grad(), tqdm(
@@ -86,10 +126,10 @@ def global_tiled_forward(
             for k in range(len(blocks)):  # pass k: statistics of block k's distilled features
                 total = count = total_sq = None
                 for group, inp in batches():
-                    hcur = network.fea_conv(inp)
+                    hcur = stages.fea_conv(inp)
                     for j in range(k):
-                        hcur = blocks[j].fuse(hcur, blocks[j].distill(hcur), *stats[j])
-                    feat = blocks[k].distill(hcur).double()
+                        hcur = stages.fuse(j, hcur, stages.distill(j, hcur), *stats[j])
+                    feat = stages.distill(k, hcur).double()
                     for t, (r, c) in enumerate(group):
                         r0, r1 = _feature_core(r, stride)
                         c0, c1 = _feature_core(c, stride)
@@ -104,12 +144,12 @@ def global_tiled_forward(
                 shape = (1, -1, 1, 1)
                 stats.append((mean.view(shape).to(x.dtype), var.sqrt().view(shape).to(x.dtype)))
             for group, inp in batches():  # last pass: the output, every CCA with global statistics
-                fea = hcur = network.fea_conv(inp)
+                fea = hcur = stages.fea_conv(inp)
                 outs = []
-                for j, block in enumerate(blocks):
-                    hcur = block.fuse(hcur, block.distill(hcur), *stats[j])
+                for j in blocks:
+                    hcur = stages.fuse(j, hcur, stages.distill(j, hcur), *stats[j])
                     outs.append(hcur)
-                y = network.tail(fea, outs)
+                y = stages.tail(fea, outs)
                 if out is None:
                     out = y.new_empty((n, y.shape[1], scale * h, scale * w))
                 for t, (r, c) in enumerate(group):

@@ -138,6 +138,8 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
         tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
         device_type = next(network.parameters()).device.type
         autocast = _AUTOCAST_DTYPES.get(options.precision)
+        # The fused CPU plan, when the fast forward has one, runs the stages too (~2x faster).
+        stages = getattr(forward, "plan", None) if getattr(forward, "path", None) == "fused-cpu" else None
 
         def predict(x: Tensor) -> Tensor:
             was_training = network.training
@@ -146,7 +148,10 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
                 with torch.inference_mode(), torch.autocast(
                     device_type, dtype=autocast or torch.float32, enabled=autocast is not None
                 ):
-                    y = global_tiled_forward(network, x, tile=tile, overlap=overlap, batch=batch, progress=progress)
+                    y = global_tiled_forward(
+                        network, x, tile=tile, overlap=overlap, batch=batch, progress=progress,
+                        stages=stages if torch.backends.mkldnn.enabled else None,
+                    )
             finally:
                 network.train(was_training)
             return y.float()

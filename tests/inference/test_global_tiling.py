@@ -6,7 +6,9 @@ import torch
 
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.inference import InferenceOptions, build_predictor, pad_forward, tiled_forward
-from imdn_plugin.inference.global_tiling import global_tiled_forward
+from imdn_plugin.inference import predictor as predictor_mod
+from imdn_plugin.inference.fast import make_fast_forward
+from imdn_plugin.inference.global_tiling import ModuleStages, global_tiled_forward
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +62,46 @@ def test_predictor_uses_global_statistics_by_default() -> None:
     local = build_predictor(net, InferenceOptions(tile=16, tile_overlap=4, tile_stats="local"))(x)
     assert torch.allclose(glob, direct, atol=1e-6)
     assert not torch.allclose(glob, local, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, size, tile, overlap",
+    [
+        (lambda: IMDN(num_feat=16, num_block=3, upscale=2), (41, 50), 24, 8),
+        (lambda: IMDN_AS(num_feat=16, num_block=2), (120, 136), 96, 40),
+    ],
+    ids=["IMDN_x2", "IMDN_AS"],
+)
+def test_fused_stages_match_the_module_stages(make, size, tile: int, overlap: int) -> None:
+    """The fused CPU plan run stage by stage gives what the module's own stages give."""
+    torch.manual_seed(3)
+    net = make().eval()
+    plan = make_fast_forward(net).plan
+    if plan is None:
+        pytest.skip("no fused CPU plan in this PyTorch build")
+    x = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        whole = pad_forward(net, x, multiple=net.size_multiple, scale=net.scale)
+        by_module = global_tiled_forward(net, x, tile=tile, overlap=overlap, batch=2, stages=ModuleStages(net))
+        fused = global_tiled_forward(net, x, tile=tile, overlap=overlap, batch=2, stages=plan)
+    assert fused.shape == whole.shape
+    assert (fused - by_module).abs().max().item() < 1e-5
+    assert (fused - whole).abs().max().item() < 1e-5
+
+
+def test_predictor_runs_global_tiles_on_the_fused_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real = predictor_mod.global_tiled_forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("stages"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictor_mod, "global_tiled_forward", spy)
+    net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
+    build_predictor(net, InferenceOptions(tile=16, tile_overlap=4))(torch.rand(1, 3, 20, 20))
+    fused = make_fast_forward(net).plan is not None
+    assert len(seen) == 1 and (type(seen[0]).__name__ == "_FusedIMDNPlan") == fused
 
 
 def test_rejects_other_networks() -> None:
