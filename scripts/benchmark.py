@@ -638,7 +638,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "memory in the process (no page faults for reused buffers)",
     )
     p.add_argument(
-        "--processes", type=int, default=3,
+        "--processes", type=int, default=4,
         help="with --isolation process: fresh processes per path, each doing the warm-up and repeats/processes "
         "timed calls (default: %(default)s)",
     )
