@@ -9,8 +9,10 @@ What pays on a CPU (IMDN ×4, 256×256 input, 2-core AVX-512 Xeon, compared
 with a plain NCHW fp32 eager forward; ``scripts/benchmark.py`` re-measures it):
 
 * **The fused CPU plan** — the default for :class:`~imdn_plugin.archs.IMDN`
-  and :class:`~imdn_plugin.archs.IMDN_AS` on CPU in fp32, ~1.6× on two
-  threads, ~1.4× on one, outputs within ~5e-6, 3-4× less peak memory.  It
+  and :class:`~imdn_plugin.archs.IMDN_AS` on CPU in fp32: ~1.6× on two
+  threads with glibc's default malloc (~1.2× when both forwards run with an
+  allocator that keeps freed memory, which removes most of the plain
+  forward's page faults), outputs within ~5e-6, 3-4× less peak memory.  It
   runs the network's own weights through oneDNN convolutions in channels-last
   layout with the LeakyReLU and the residual additions fused into the
   convolutions (``torch.ops.mkldnn._convolution_pointwise``, the kernels
