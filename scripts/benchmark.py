@@ -67,11 +67,11 @@ else:
 
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 FP32_TOL = 1e-4
-QUIET_SHARE = 0.9
+QUIET_SHARE = 0.9  # CPU share above which a timed call counts as undisturbed
 # glibc settings of --allocator no-trim: freed memory stays with the process (no trimming of
 # the heap top, large blocks from the heap instead of fresh mmaps), so a reused buffer costs no
 # page faults.  Same effect as jemalloc/tcmalloc for these workloads.
-NO_TRIM_TUNABLES = "glibc.malloc.trim_threshold=17179869184:glibc.malloc.mmap_threshold=4294967296"  # CPU share above which a timed call counts as undisturbed
+NO_TRIM_TUNABLES = "glibc.malloc.trim_threshold=17179869184:glibc.malloc.mmap_threshold=4294967296"
 MiB = 2**20
 
 

@@ -462,10 +462,22 @@ class _FastForward:
 
     # -- running ----------------------------------------------------------------------
 
+    def _usable_plan(self) -> Optional[_FusedIMDNPlan]:
+        """The fused plan if this PyTorch may run it now (oneDNN enabled), else None."""
+        return self.plan if self.plan is not None and torch.backends.mkldnn.enabled else None
+
+    @property
+    def fused_plan(self) -> Optional[_FusedIMDNPlan]:
+        """The fused CPU plan when the next call runs it (not compiled, oneDNN enabled), else None.
+
+        Its stages (``fea_conv``, ``distill``, ``fuse``, ``tail``) also serve
+        :func:`.global_tiling.global_tiled_forward`.
+        """
+        return self._usable_plan() if self._compiled is None else None
+
     def _eager(self, x: Tensor) -> Tensor:
-        if self.plan is not None and torch.backends.mkldnn.enabled:
-            return self.plan(x)
-        return self.module(x)
+        plan = self._usable_plan()
+        return plan(x) if plan is not None else self.module(x)
 
     def _run(self, x: Tensor) -> Tensor:
         if self._compiled is None:
