@@ -15,7 +15,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .errors import CheckpointError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -189,32 +189,9 @@ def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename.
+    """``torch.save`` through :func:`imdn_plugin.atomic.atomic_write` (temporary file, fsync, rename).
 
     A kill or a full disk during the write leaves any previous file at ``path``
     untouched; readers never see a partial file under the final name.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
+    atomic_write(path, lambda f: torch.save(obj, f))

@@ -83,6 +83,35 @@ def check_scale(opt: Mapping[str, Any]) -> None:
         raise ConfigError(f"scale: must be a positive number, got {scale!r}")
 
 
+#: The ``train:`` keys of the plugin's own (beside BasicSR's) and their values.
+TRAIN_AMP = (None, "bf16", "fp16")
+
+
+def train_options(opt: Mapping[str, Any]) -> tuple[bool, Optional[str]]:
+    """``(channels_last, amp)`` of the ``train:`` block (``IMDNModel``'s own keys), checked.
+
+    ``amp: fp16`` needs CUDA: ``num_gpu: 0`` (or no CUDA device) is refused.
+    """
+    train = opt.get("train") or {}
+    if not isinstance(train, Mapping):
+        raise ConfigError(f"train: expected a mapping of options, got {train!r}")
+    channels_last = train.get("channels_last", False)
+    if channels_last not in (True, False):
+        raise ConfigError(f"train:channels_last: must be true or false, got {channels_last!r}")
+    amp = train.get("amp")
+    if amp not in TRAIN_AMP:
+        raise ConfigError(f"train:amp: must be ~, bf16 or fp16, got {amp!r}")
+    if amp == "fp16" and opt.get("is_train", True) and not _cuda_in_use(opt):
+        raise ConfigError("train:amp: fp16 needs a CUDA device (use bf16 or ~ on the CPU)")
+    return channels_last, amp
+
+
+def _cuda_in_use(opt: Mapping[str, Any]) -> bool:
+    import torch
+
+    return bool(opt.get("num_gpu", 0)) and torch.cuda.is_available()
+
+
 def validate_options(
     opt: Mapping[str, Any],
     lookup_arch: Callable[[str], type],
@@ -95,6 +124,8 @@ def validate_options(
             check_network_opt(opt[key], lookup_arch, key)
     if check_inference is not None:
         check_inference(opt.get("inference"))
+    if "train" in opt:
+        train_options(opt)
     check_dataset_paths(opt)
     pretrain = (opt.get("path") or {}).get("pretrain_network_g")
     if pretrain is not None and not os.path.isfile(pretrain):

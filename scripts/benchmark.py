@@ -59,6 +59,7 @@ from imdn_plugin.inference.fast import make_fast_forward  # noqa: E402
 
 try:  # written in parallel with this script; the ACS / tile rows are skipped without it
     from imdn_plugin.inference import cropping as _cropping  # noqa: E402
+    from imdn_plugin.inference import tiling as _tiling  # noqa: E402
 except ImportError as _exc:  # pragma: no cover - depends on the checkout
     _cropping = None
     _CROPPING_ERROR = f"{type(_exc).__name__}: {_exc}"
@@ -294,10 +295,10 @@ def make_runner(case: Case, forward: Callable[[Tensor], Tensor], quick: bool) ->
     assert _cropping is not None
     if case.strategy == "acs":
         return lambda x: _cropping.acs_forward(forward, x, padding=_cropping.ACS_PADDING)
-    tile = 96 if quick else _cropping.DEFAULT_TILE
-    overlap = 16 if quick else _cropping.DEFAULT_OVERLAP
-    return lambda x: _cropping.tiled_forward(
-        forward, x, scale=case.out_scale, tile=tile, overlap=overlap, batch=_cropping.DEFAULT_TILE_BATCH,
+    tile = 96 if quick else _tiling.DEFAULT_TILE
+    overlap = 16 if quick else _tiling.DEFAULT_OVERLAP
+    return lambda x: _tiling.tiled_forward(
+        forward, x, scale=case.out_scale, tile=tile, overlap=overlap, batch=_tiling.DEFAULT_TILE_BATCH,
         multiple=4 if case.is_as else 1, progress=False,
     )
 

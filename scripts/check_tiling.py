@@ -34,7 +34,11 @@ SET5 = ("baby", "bird", "butterfly", "head", "woman")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from imdn_plugin.inference.cropping import DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH
+    from imdn_plugin.inference.tiling import (
+        DEFAULT_OVERLAP,
+        DEFAULT_TILE,
+        DEFAULT_TILE_BATCH,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--x4", type=Path, default=REFERENCE / "checkpoints" / "IMDN_x4.pth", help="IMDN ×4 weights (%(default)s)")
@@ -100,8 +104,8 @@ def psnr_rgb(a_bgr, b_bgr) -> float:
 
 def run_tiled(net, x, args: argparse.Namespace, *, scale: int, tile: int, overlap: int, multiple: int = 1):
     """The tiled path under test: whole-image CCA statistics (global) or per-tile ones (local)."""
-    from imdn_plugin.inference.cropping import tiled_forward
     from imdn_plugin.inference.global_tiling import global_tiled_forward
+    from imdn_plugin.inference.tiling import tiled_forward
 
     if args.tile_stats == "global":
         return global_tiled_forward(net, x, tile=tile, overlap=overlap, batch=args.batch)
@@ -109,10 +113,9 @@ def run_tiled(net, x, args: argparse.Namespace, *, scale: int, tile: int, overla
 
 
 def num_tiles(h: int, w: int, tile: int, overlap: int, multiple: int) -> int:
-    from imdn_plugin.inference.cropping import _axis_spans, _tile_geometry
+    from imdn_plugin.inference.tiling import tile_count
 
-    t, o = _tile_geometry(tile, overlap, multiple)
-    return len(_axis_spans(h, t, o, multiple)[1]) * len(_axis_spans(w, t, o, multiple)[1])
+    return tile_count(h, w, tile, overlap, multiple)
 
 
 def mosaic(set5: Path, size: int, cell: int = 512):

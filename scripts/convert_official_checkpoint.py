@@ -16,7 +16,12 @@ from pathlib import Path
 
 import imdn_plugin  # noqa: F401
 from imdn_plugin.archs import IMDN, IMDN_AS
-from imdn_plugin.checkpoint import atomic_torch_save, describe, load_into, load_state_dict
+from imdn_plugin.checkpoint import (
+    atomic_torch_save,
+    describe,
+    load_into,
+    load_state_dict,
+)
 from imdn_plugin.errors import PluginError
 
 

@@ -103,7 +103,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
-    from tests.test_training import write_opt
+    from tests.integration.test_training import write_opt
 
     data = tmp_path / "data"
     for sub in ("HR", "LR"):

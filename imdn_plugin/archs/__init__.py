@@ -1,4 +1,5 @@
 """Network definitions (pure PyTorch)."""
 from .imdn_arch import IMDB, IMDN, IMDN_AS, CCALayer
+from .imdn_arch import _IMDNBody as IMDNBase
 
-__all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS"]
+__all__ = ["CCALayer", "IMDB", "IMDN", "IMDNBase", "IMDN_AS"]

@@ -1,4 +1,4 @@
-"""MATLAB-compatible bicubic resizing to an exact output size (numpy only).
+"""MATLAB-compatible bicubic resizing to an exact output size (numpy only), and mod-cropping.
 
 BasicSR's ``matlab_functions.imresize`` takes a scale factor and returns
 ``ceil(scale·size)`` pixels; the any-scale pipeline of IMDN_AS (paper §3.3)
@@ -58,3 +58,30 @@ def imresize_to(img: np.ndarray, size: tuple[int, int], antialias: bool = True) 
         x = np.einsum("ot,hotc->hoc", w, x[:, src])
     x = x.astype(np.float32)
     return x[:, :, 0] if squeeze else x
+
+
+def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:
+    """Crop the bottom/right of ``img`` so that height and width are multiples of ``multiple``."""
+    h, w = img.shape[:2]
+    return img[: h - h % multiple, : w - w % multiple, ...]
+
+
+def bicubic_downscale(img: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-compatible bicubic downscaling of a uint8 image by an integer ``scale``.
+
+    The image is first mod-cropped to a multiple of ``scale``, then resized by
+    :func:`imresize_to` to exactly ``(H // scale, W // scale)`` (antialiasing on,
+    as MATLAB's ``imresize(..., 'bicubic')`` and BasicSR's
+    ``matlab_functions.imresize(img, 1 / scale)``, whose values it matches to
+    ~1e-4 grey levels) on the 0..255 values, and the result is rounded
+    half-to-even and clipped to uint8 (MATLAB rounds its uint8 output too).
+    """
+    if img.dtype != np.uint8:
+        raise ValueError(f"bicubic_downscale expects uint8, got {img.dtype}")
+    if not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    img = mod_crop(img, scale)
+    h, w = img.shape[:2]
+    out = imresize_to(img.astype(np.float32), (h // scale, w // scale))
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+

@@ -1,6 +1,6 @@
 """Tiled inference with whole-image CCA statistics (IMDN / IMDN_AS only).
 
-Plain tiling (:func:`.cropping.tiled_forward`) lets each tile's contrast-aware
+Plain tiling (:func:`.tiling.tiled_forward`) lets each tile's contrast-aware
 channel attention (CCA, paper §3.2, Eq. 5) see only that tile, so the result
 drifts from a whole-image pass (about 0.05–0.13 dB on a 1024² IMDN_AS image).
 Here each block's CCA gets the mean and standard deviation of its input over
@@ -22,8 +22,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..archs.imdn_arch import _IMDNBody
-from .cropping import DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH, _axis_spans, _check_tiling_args, _replicate_pad, _Span, _tile_geometry
+from ..archs import IMDNBase
+from .cropping import replicate_pad
+from .tiling import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    DEFAULT_TILE_BATCH,
+    Span,
+    axis_spans,
+    check_tiling_args,
+    tile_geometry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +50,7 @@ class Stages(Protocol):
 class ModuleStages:
     """:class:`Stages` of an IMDN / IMDN_AS module, run eagerly through its own submodules."""
 
-    def __init__(self, network: _IMDNBody) -> None:
+    def __init__(self, network: IMDNBase) -> None:
         self.network = network
         self._blocks = network.blocks()
 
@@ -61,7 +70,7 @@ class ModuleStages:
         return list(range(len(self._blocks)))
 
 
-def _feature_core(span: _Span, stride: int) -> tuple[int, int]:
+def _feature_core(span: Span, stride: int) -> tuple[int, int]:
     """Feature rows owned by a tile: feature ``f`` covers input ``[stride·f, stride·f + stride)``
     and belongs to the tile whose core holds input pixel ``stride·f`` (ceil on both ends, so the
     tiles' feature cores partition the feature map of the padded image)."""
@@ -71,7 +80,7 @@ def _feature_core(span: _Span, stride: int) -> tuple[int, int]:
 
 
 def global_tiled_forward(
-    network: _IMDNBody,
+    network: IMDNBase,
     x: Tensor,
     *,
     tile: int = DEFAULT_TILE,
@@ -80,13 +89,13 @@ def global_tiled_forward(
     progress: bool = False,
     stages: Optional[Stages] = None,
 ) -> Tensor:
-    """Like :func:`.cropping.tiled_forward`, with every CCA using whole-image statistics.
+    """Like :func:`.tiling.tiled_forward`, with every CCA using whole-image statistics.
 
     Args:
         network: An :class:`~imdn_plugin.archs.IMDN` or :class:`~imdn_plugin.archs.IMDN_AS`.
         x: ``N×C×H×W`` input, any ``H, W >= 1`` (IMDN_AS: replicate-padded to multiples of 4
             as :func:`.cropping.pad_forward` does).
-        tile, overlap, batch, progress: As for :func:`.cropping.tiled_forward`.
+        tile, overlap, batch, progress: As for :func:`.tiling.tiled_forward`.
         stages: How to run the network's stages; default :class:`ModuleStages` (the module's
             own submodules).  :func:`.predictor.build_predictor` passes the fused CPU plan of
             :func:`.fast.make_fast_forward` when there is one (same results, ~2x faster).
@@ -94,14 +103,14 @@ def global_tiled_forward(
     Returns:
         ``N×C'×(s·H)×(s·W)`` on ``x``'s device.
     """
-    if not isinstance(network, _IMDNBody):
+    if not isinstance(network, IMDNBase):
         raise TypeError(f"global_tiled_forward: needs an IMDN or IMDN_AS network, got {type(network).__name__}")
     scale, multiple, stride = network.scale, network.size_multiple, network.feature_stride
-    _check_tiling_args(scale, tile, overlap, batch, multiple)
-    tile, overlap = _tile_geometry(tile, overlap, multiple)
+    check_tiling_args(scale, tile, overlap, batch, multiple)
+    tile, overlap = tile_geometry(tile, overlap, multiple)
     n, _, h, w = x.shape
-    th, rows = _axis_spans(h, tile, overlap, multiple)
-    tw, cols = _axis_spans(w, tile, overlap, multiple)
+    th, rows = axis_spans(h, tile, overlap, multiple)
+    tw, cols = axis_spans(w, tile, overlap, multiple)
     if stages is None:
         stages = ModuleStages(network)
     blocks = stages.blocks()
@@ -113,13 +122,13 @@ def global_tiled_forward(
         for i in range(n):
             image = x[i : i + 1]
 
-            def batches() -> Iterator[tuple[list[tuple[_Span, _Span]], Tensor]]:
+            def batches() -> Iterator[tuple[list[tuple[Span, Span]], Tensor]]:
                 for k in range(0, len(windows), batch):
                     group = windows[k : k + batch]
                     crops = []
                     for r, c in group:
                         patch = image[:, :, r.start : r.start + th, c.start : c.start + tw]
-                        crops.append(_replicate_pad(patch, th - patch.shape[-2], tw - patch.shape[-1]))
+                        crops.append(replicate_pad(patch, th - patch.shape[-2], tw - patch.shape[-1]))
                     yield group, torch.cat(crops, dim=0)
 
             stats: list[tuple[Tensor, Tensor]] = []

@@ -12,14 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import torch
 from torch import Tensor, nn
 
+from ..archs import IMDNBase
 from ..errors import ConfigError
 from ..options import check_keys
-from ..archs.imdn_arch import _IMDNBody
-from . import cropping
-from .fast import _AUTOCAST_DTYPES, PRECISIONS, make_fast_forward
+from . import cropping, tiling
+from .fast import PRECISIONS, make_fast_forward
 from .global_tiling import global_tiled_forward
 
 MODES = ("auto", "whole", "acs", "tile")
@@ -52,8 +51,8 @@ class InferenceOptions:
     mode: str = "auto"
     acs_padding: int = 32
     tile: Optional[int] = None
-    tile_overlap: int = cropping.DEFAULT_OVERLAP
-    tile_batch: int = cropping.DEFAULT_TILE_BATCH
+    tile_overlap: int = tiling.DEFAULT_OVERLAP
+    tile_batch: int = tiling.DEFAULT_TILE_BATCH
     tile_stats: str = "global"
     channels_last: Optional[bool] = None
     compile: bool = False
@@ -133,26 +132,19 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     if mode == "auto":
         mode = "tile" if options.tile is not None else ("acs" if multiple > 1 else "whole")
 
-    if mode == "tile" and options.tile_stats == "global" and isinstance(network, _IMDNBody):
+    if mode == "tile" and options.tile_stats == "global" and isinstance(network, IMDNBase):
         assert options.tile is not None
         tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
-        device_type = next(network.parameters()).device.type
-        autocast = _AUTOCAST_DTYPES.get(options.precision)
 
         def predict(x: Tensor) -> Tensor:
-            was_training = network.training
-            network.eval()
-            try:
-                with torch.inference_mode(), torch.autocast(
-                    device_type, dtype=autocast or torch.float32, enabled=autocast is not None
-                ):
-                    y = global_tiled_forward(
-                        network, x, tile=tile, overlap=overlap, batch=batch, progress=progress,
-                        # The fast forward's fused CPU plan, when it runs one, runs the stages too (~2x faster).
-                        stages=forward.fused_plan,
-                    )
-            finally:
-                network.train(was_training)
+            # The frozen copy and its stages (the fused CPU plan's when it runs), in the
+            # fast forward's own run context.
+            x = forward.prepare(x)
+            with forward.context():
+                y = global_tiled_forward(
+                    forward.module, x, tile=tile, overlap=overlap, batch=batch, progress=progress,
+                    stages=forward.stages(),
+                )  # fmt: skip
             return y.float()
 
     elif mode == "tile":
@@ -160,7 +152,7 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
         tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
 
         def predict(x: Tensor) -> Tensor:
-            return cropping.tiled_forward(
+            return tiling.tiled_forward(
                 forward, x, scale=scale, tile=tile, overlap=overlap, batch=batch, multiple=multiple, progress=progress
             )
 

@@ -12,12 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from imdn_plugin.archs.imdn_arch import IMDN, IMDN_AS
-from imdn_plugin.inference.cropping import (
+from imdn_plugin.inference.cropping import acs_forward, pad_forward
+from imdn_plugin.inference.tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
     DEFAULT_TILE_BATCH,
-    acs_forward,
-    pad_forward,
     tiled_forward,
 )
 
@@ -357,7 +356,7 @@ def test_tiled_validation(kwargs: dict, pattern: str) -> None:
 def test_tiled_overlap_reduced_when_tile_rounds_down(caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder(_stride4_stack())
     x = torch.rand(1, 3, 21, 13, device=DEVICE)
-    with torch.no_grad(), caplog.at_level("WARNING", logger="imdn_plugin.inference.cropping"):
+    with torch.no_grad(), caplog.at_level("WARNING", logger="imdn_plugin.inference.tiling"):
         out = tiled_forward(rec, x, scale=1, tile=10, overlap=4, multiple=4)  # tile → 8, overlap → 2
     assert out.shape == x.shape
     assert {s[-2:] for s in rec.shapes} == {(8, 8)}

@@ -5,9 +5,15 @@ import pytest
 import torch
 
 from imdn_plugin.archs import IMDN, IMDN_AS
-from imdn_plugin.inference import InferenceOptions, build_predictor, pad_forward, tiled_forward
+from imdn_plugin.inference import (
+    InferenceOptions,
+    build_predictor,
+    pad_forward,
+    tiled_forward,
+)
 from imdn_plugin.inference import predictor as predictor_mod
 from imdn_plugin.inference.fast import make_fast_forward
+from imdn_plugin.inference.fused_cpu import FusedIMDNPlan
 from imdn_plugin.inference.global_tiling import ModuleStages, global_tiled_forward
 
 
@@ -77,8 +83,7 @@ def test_fused_stages_match_the_module_stages(make, size, tile: int, overlap: in
     torch.manual_seed(3)
     net = make().eval()
     plan = make_fast_forward(net).plan
-    if plan is None:
-        pytest.skip("no fused CPU plan in this PyTorch build")
+    assert plan is not None, "the fused CPU plan did not build (see the warning in the log)"
     x = torch.rand(2, 3, *size)
     with torch.inference_mode():
         whole = pad_forward(net, x, multiple=net.size_multiple, scale=net.scale)
@@ -100,8 +105,9 @@ def test_predictor_runs_global_tiles_on_the_fused_plan(monkeypatch: pytest.Monke
     monkeypatch.setattr(predictor_mod, "global_tiled_forward", spy)
     net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
     build_predictor(net, InferenceOptions(tile=16, tile_overlap=4))(torch.rand(1, 3, 20, 20))
-    fused = make_fast_forward(net).plan is not None
-    assert len(seen) == 1 and (type(seen[0]).__name__ == "_FusedIMDNPlan") == fused
+    # On CPU the fused plan must drive the tiles: a fallback fails here, it does not skip.
+    assert make_fast_forward(net).path == "fused-cpu"
+    assert len(seen) == 1 and isinstance(seen[0], FusedIMDNPlan)
 
 
 def test_rejects_other_networks() -> None:

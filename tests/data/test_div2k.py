@@ -14,7 +14,7 @@ import pytest
 import imdn_plugin  # noqa: F401  (basicsr import shim)
 from imdn_plugin import dataprep as dp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "scripts" / "prepare_div2k.py"
 
 CROP, STEP = 24, 16  # tiny geometry, divisible by 2 and 4 (and 3 for the crop size only where used)
@@ -102,7 +102,7 @@ def test_read_image_conversions(tmp_path: Path, caplog: pytest.LogCaptureFixture
 
     bgra = _image(8, 8, 3, channels=4)
     cv2.imwrite(str(tmp_path / "a.png"), bgra)
-    with caplog.at_level("INFO", logger="imdn_plugin.dataprep"):
+    with caplog.at_level("INFO", logger="imdn_plugin.data"):
         out = dp.read_image(tmp_path / "a.png")
     assert np.array_equal(out, bgra[:, :, :3]) and "alpha" in caplog.text
 

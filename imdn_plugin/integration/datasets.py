@@ -19,15 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paths_from_folder, paths_from_lmdb
+from basicsr.data.data_util import (
+    paired_paths_from_folder,
+    paired_paths_from_lmdb,
+    paths_from_folder,
+    paths_from_lmdb,
+)
 from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, img2tensor
 from torch.utils import data
 
+from ..data.imageio import decode
+from ..data.resize import imresize_to
 from ..errors import ConfigError
-from ..imageio import decode
 from ..options import check_keys
-from .resize import imresize_to
 
 # BasicSR's dataset and dataloader keys, plus this dataset's own.
 VALID_KEYS = (

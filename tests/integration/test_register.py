@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torchvision
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def python(code: str) -> subprocess.CompletedProcess:
@@ -65,10 +65,10 @@ print("ok")
 
 
 def test_a_different_class_under_the_same_name_is_refused() -> None:
-    import imdn_plugin
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from imdn_plugin.integration import _register_once
+    import imdn_plugin
+    from imdn_plugin.integration import register_once as _register_once
 
     imdn_plugin.register()
     impostor = type("IMDN", (), {"__module__": "someone_else"})

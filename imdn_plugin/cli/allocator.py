@@ -2,13 +2,11 @@
 
 With glibc's default (dynamic) thresholds, memory freed by a PyTorch CPU
 forward goes back to the OS (heap trimming, ``munmap``) and is faulted in page
-by page when the next forward allocates it again.  On the 2-core test machine
-an IMDN ×4 forward on a 256×256 input took 15k–60k page faults with the fused
-plan (350–450 ms, depending on the heap's state) and ~200k with a plain eager
-forward (~600 ms); keeping freed memory in the process removed them (fused
-plan ~345 ms every time, plain forward ~420 ms; ``scripts/benchmark.py
---allocator no-trim`` measures it).  The price: the process keeps its peak
-memory until it exits, which suits a command that runs one job and ends.
+by page when the next forward allocates it again; keeping freed memory in the
+process removes those page faults (figures: README, "Measurement history";
+``scripts/benchmark.py --allocator no-trim`` measures it).  The price: the
+process keeps its peak memory until it exits, which suits a command that runs
+one job and ends.
 
 The library itself never changes these settings; only the commands do, and
 only when the user has not chosen an allocator already (``LD_PRELOAD``,

@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
-from imdn_plugin import _allocator, cli
+from imdn_plugin import cli
+from imdn_plugin.cli import allocator as _allocator
 
 # Page faults per steady-state call of the fused IMDN x4 forward on a 128x128 input (its
 # feature maps are 4 MiB each; the 3 MiB output alone is 768 pages if freshly mapped).
 _PROBE = """
 import resource, torch
-from imdn_plugin._allocator import keep_freed_memory
+from imdn_plugin.cli.allocator import keep_freed_memory
 applied = keep_freed_memory()
 from imdn_plugin.archs import IMDN
 from imdn_plugin.inference.fast import make_fast_forward

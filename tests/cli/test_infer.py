@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from imdn_plugin.archs import IMDN, IMDN_AS
-from imdn_plugin.infer import main as infer_main
+from imdn_plugin.cli.infer import main as infer_main
 
 
 @pytest.fixture()

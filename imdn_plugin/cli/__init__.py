@@ -14,8 +14,8 @@ import sys
 from importlib.metadata import entry_points
 from typing import Optional, Sequence
 
-from ._allocator import keep_freed_memory
-from .errors import PluginError
+from ..errors import PluginError
+from .allocator import keep_freed_memory
 
 PLUGIN_GROUP = "basicsr.plugins"
 
@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command, rest = argv[0], argv[1:]
     if command in ("test", "infer"):
         # One job per process: keep freed memory instead of faulting it in again for
-        # every image (imdn_plugin/_allocator.py; IMDN_MALLOC=default turns it off).
+        # every image (imdn_plugin/cli/allocator.py; IMDN_MALLOC=default turns it off).
         keep_freed_memory()
     try:
         if command in ("train", "test"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASICSR = Path(sys.executable).with_name("basicsr")
 
 
@@ -104,7 +104,7 @@ def test_bad_options_are_rejected_by_the_startup_check(reference: Path, tmp_path
     import imdn_plugin
     from imdn_plugin.errors import ConfigError
     from imdn_plugin.inference import InferenceOptions
-    from imdn_plugin.integration import _lookup_arch
+    from imdn_plugin.integration import lookup_arch as _lookup_arch
     from imdn_plugin.options import validate_options
 
     imdn_plugin.register()

@@ -1,0 +1,229 @@
+"""Every in-memory replacement of a BasicSR 1.4.2 function, in one place.
+
+:func:`patch_pipelines` (called by :func:`imdn_plugin.integration.register`)
+replaces function attributes of BasicSR's modules; no file of BasicSR is
+edited.  Each fix, and how it differs from BasicSR for any model trained or
+tested through the pipelines (the plugin's or another package's):
+
+* ``parse_options`` is followed by :func:`imdn_plugin.options.validate_options`,
+  so a typo in ``network_g`` or a missing dataset folder stops the run before
+  any work, with one line naming the key.
+* ``init_dist`` works without CUDA (gloo), so ``--launcher pytorch`` runs on CPU.
+* ``load_resume_state`` loads onto the CPU (BasicSR calls
+  ``torch.cuda.current_device()`` unconditionally), with ``weights_only=True``,
+  and ``--auto_resume`` skips a training state or network file that cannot be
+  read instead of crashing on it.
+* ``PairedImageDataset`` reads images through :mod:`imdn_plugin.data.imageio`:
+  grayscale, RGBA, palette and 16-bit files (16-bit keeps its precision), and
+  an unreadable file is an error that names it (BasicSR fails with
+  ``'NoneType' object has no attribute 'astype'``).
+* Exact resume (:mod:`.exact_resume`): the training set, its sampler and the
+  loader set-up are wrapped so that each sample's augmentation is seeded by
+  ``(manual_seed, epoch, position)`` and a resumed run skips the batches of the
+  interrupted epoch already used.  The sample order is BasicSR's; the random
+  augmentation draws differ from BasicSR's (they no longer depend on the loader
+  worker), with the same distribution.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import re
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError, ConfigError, ImageReadError
+from .exact_resume import ExactResume, resumable_sampler_class
+
+logger = logging.getLogger(__name__)
+
+_PATCH_FLAG = "_imdn_plugin_patch"
+
+
+# ---------------------------------------------------------------------------- pipeline fixes
+def patch_pipelines() -> None:
+    """Apply the run-time fixes to ``basicsr.train``, ``basicsr.test`` and ``basicsr.utils.options``."""
+    import basicsr.test
+    import basicsr.train
+    import basicsr.utils.options
+
+    for module in (basicsr.train, basicsr.test):
+        if not getattr(module.parse_options, _PATCH_FLAG, False):
+            module.parse_options = _validated(module.parse_options)
+    if not getattr(basicsr.utils.options.init_dist, _PATCH_FLAG, False):
+        basicsr.utils.options.init_dist = init_dist
+    import basicsr.data.paired_image_dataset as paired
+
+    if not getattr(paired.imfrombytes, _PATCH_FLAG, False):
+        paired.imfrombytes = imfrombytes
+        paired.FileClient = _naming_file_client(paired.FileClient)
+    if not getattr(basicsr.train.create_train_val_dataloader, _PATCH_FLAG, False):
+        resume = ExactResume()
+        basicsr.train.load_resume_state = _flag(_reporting_resume(load_resume_state, resume))
+        basicsr.train.create_train_val_dataloader = _resumable_loaders(
+            basicsr.train.create_train_val_dataloader, resume
+        )
+        basicsr.train.build_dataset = _seeded_train_datasets(basicsr.train.build_dataset, resume)
+        basicsr.train.EnlargedSampler = _flag(resumable_sampler_class())
+
+
+def _flag(func: Any) -> Any:
+    setattr(func, _PATCH_FLAG, True)
+    return func
+
+
+def _validated(parse_options: Any) -> Any:
+    from ..inference.predictor import InferenceOptions
+    from ..options import validate_options
+    from . import lookup_arch
+
+    @_flag
+    def parse_and_validate(root_path: str, is_train: bool = True):
+        opt, args = parse_options(root_path, is_train=is_train)
+        validate_options(opt, lookup_arch, InferenceOptions.from_dict)
+        return opt, args
+
+    return parse_and_validate
+
+
+@_flag
+def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
+    """BasicSR's ``init_dist`` that also works without CUDA (gloo on CPU)."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method("spawn")
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0
+    if launcher == "pytorch":
+        if cuda:
+            local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"), **kwargs)
+    elif launcher == "slurm":
+        if not cuda:
+            raise ConfigError("--launcher slurm: needs CUDA devices; on CPU use torchrun with --launcher pytorch")
+        from basicsr.utils.dist_util import _init_dist_slurm
+
+        _init_dist_slurm(backend or "nccl", **kwargs)
+    else:
+        raise ConfigError(f"--launcher: unknown launcher '{launcher}' (none, pytorch, slurm)")
+
+
+@_flag
+def load_resume_state(opt: dict) -> Optional[dict]:
+    """Find and load the training state to resume from (CPU-safe, skips unreadable files).
+
+    With ``--auto_resume`` the newest ``<iter>.state`` whose state file *and*
+    ``net_g_<iter>.pth`` both load is used; unreadable ones (a kill during a
+    write with BasicSR's own non-atomic saver, a full disk) are skipped with a
+    warning.  An explicit ``path: resume_state`` must load, or it is an error.
+    """
+    from basicsr.utils import check_resume
+
+    if opt["auto_resume"]:
+        state_dir = opt["path"]["training_states"]
+        state = _newest_complete_state(state_dir, opt["path"]["models"])
+        if state is None:
+            return None
+        path, resume_state = state
+        opt["path"]["resume_state"] = path
+    else:
+        path = opt["path"].get("resume_state")
+        if not path:
+            return None
+        resume_state = load_checkpoint(path)
+    if not isinstance(resume_state, dict) or "iter" not in resume_state:
+        raise CheckpointError(f"{path}: not a BasicSR training state (no 'iter' key)")
+    check_resume(opt, resume_state["iter"])
+    return resume_state
+
+
+def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[str, dict]]:
+    if not osp.isdir(state_dir):
+        return None
+    iters = sorted(
+        (int(m.group(1)) for f in os.listdir(state_dir) if (m := re.fullmatch(r"(\d+)\.state", f))), reverse=True
+    )
+    for it in iters:
+        path = osp.join(state_dir, f"{it}.state")
+        try:
+            state = load_checkpoint(path)
+            load_checkpoint(osp.join(models_dir, f"net_g_{it}.pth"))
+        except CheckpointError as exc:
+            logger.warning("auto_resume: skipping iteration %d: %s", it, exc)
+            continue
+        return path, state
+    return None
+
+
+# ---------------------------------------------------------------------------- image reading
+class _NamedBytes(bytes):
+    """Encoded image bytes that remember where they came from."""
+
+    source: str = "image"
+
+
+def _naming_file_client(file_client: type) -> type:
+    class NamingFileClient(file_client):  # type: ignore[misc, valid-type]
+        """BasicSR's ``FileClient`` whose ``get`` result carries the file path / LMDB key."""
+
+        def get(self, filepath: Any, client_key: str = "default") -> bytes:
+            where = f"{filepath}" if self.backend != "lmdb" else f"{client_key} LMDB key '{filepath}'"
+            try:
+                data = super().get(filepath, client_key)
+            except OSError as exc:
+                raise ImageReadError(f"{where}: cannot read file ({exc.strerror or exc})") from None
+            if data is None:
+                raise ImageReadError(f"{where}: not found")
+            named = _NamedBytes(data)
+            named.source = where
+            return named
+
+    return _flag(NamingFileClient)
+
+
+@_flag
+def imfrombytes(content: bytes, flag: str = "color", float32: bool = False) -> np.ndarray:
+    """BasicSR's ``imfrombytes`` on :func:`imdn_plugin.data.imageio.decode` (BGR, 3 channels)."""
+    from ..data.imageio import decode
+
+    img = decode(content, getattr(content, "source", "image")).bgr
+    if flag == "grayscale":
+        img = img.mean(axis=2)
+    return img if float32 else (img * 255.0).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- exact resume
+def _reporting_resume(load: Any, resume: ExactResume) -> Any:
+    def load_and_report(opt: dict) -> Optional[dict]:
+        state = load(opt)
+        if state is not None:
+            resume.resumed_at(state["epoch"], state["iter"])
+        return state
+
+    return load_and_report
+
+
+def _seeded_train_datasets(build_dataset: Any, resume: ExactResume) -> Any:
+    @_flag
+    def build(dataset_opt: dict) -> Any:
+        dataset = build_dataset(dataset_opt)
+        return resume.wrap_train_dataset(dataset) if dataset_opt.get("phase") == "train" else dataset
+
+    return build
+
+
+def _resumable_loaders(create: Any, resume: ExactResume) -> Any:
+    @_flag
+    def create_train_val_dataloader(opt: dict, logger_: Any):
+        resume.start_run(opt)
+        result = create(opt, logger_)
+        resume.skip_used_batches(result[0], result[1], logger_)
+        return result
+
+    return create_train_val_dataloader

@@ -1,0 +1,107 @@
+"""``Upscaler``: a checkpoint turned into an image function (the plugin's one public entry point).
+
+::
+
+    from imdn_plugin import Upscaler
+    up = Upscaler("IMDN_x4.pth")                 # type, width, depth and scale read off the file
+    sr = up(bgr)                                 # float32 BGR H×W×3 in [0, 1] -> (4H)×(4W)×3
+    png = up.upscale_file("photo.jpg")           # PNG bytes, grayscale / 16-bit / alpha kept
+
+IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``scale >= 1``
+(integer or fractional): the image is first brought to the target size by
+MATLAB-style bicubic, then restored (ACS for sides not divisible by 4).
+``basicsr infer`` and the scripts use it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .archs import IMDN, IMDN_AS
+from .checkpoint import describe, load_into, load_state_dict
+from .data import imageio
+from .data.resize import imresize_to
+from .errors import CheckpointError, ConfigError
+from .inference.predictor import InferenceOptions, build_predictor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Upscaler"]
+
+
+class Upscaler:
+    """A checkpoint turned into ``numpy image -> numpy image`` (float BGR in [0, 1]).
+
+    Args:
+        weights: Checkpoint file (BasicSR ``params``/``params_ema`` file or a bare
+            state dict such as the authors' releases).
+        scale: IMDN_AS: the factor (>= 1, default 1); IMDN: must match its own or be None.
+        options: How images go through the network (default :class:`InferenceOptions`).
+        device: Default: CUDA when available, else CPU.
+        param_key: Key inside BasicSR files.
+    """
+
+    def __init__(
+        self,
+        weights: Union[str, "os.PathLike[str]"],
+        scale: Optional[float] = None,
+        options: Optional[InferenceOptions] = None,
+        device: Union[torch.device, str, None] = None,
+        param_key: str = "params",
+    ) -> None:
+        options = options or InferenceOptions()
+        device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu"
+        )
+        state = load_state_dict(weights, param_key)
+        spec = describe(state)
+        if spec is None:
+            raise CheckpointError(f"{weights}: not an IMDN or IMDN_AS checkpoint")
+        opt = spec.network_opt()
+        net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
+        load_into(net, state, source=weights)
+        if spec.type == "IMDN":
+            if scale is not None and scale != spec.upscale:
+                raise ConfigError(
+                    f"--scale {scale:g}: {weights} is {spec}; it only upscales x{spec.upscale} "
+                    "(use a matching checkpoint or an IMDN_AS one for other factors)"
+                )
+            self.pre_scale = 1.0
+        else:
+            self.pre_scale = 1.0 if scale is None else scale
+            if not self.pre_scale >= 1:
+                raise ConfigError(f"--scale: must be >= 1, got {scale:g}")
+        self.spec, self.device = spec, device
+        self.out_scale = spec.scale * self.pre_scale
+        self.predict = build_predictor(net.to(device), options)
+        logger.info("loaded %s from %s", spec, weights)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        return max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        h, w = bgr.shape[:2]
+        if self.pre_scale != 1:
+            bgr = imresize_to(bgr, self.output_size(h, w))
+        x = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))).unsqueeze(0)
+        y = self.predict(x.clamp(0, 1).to(self.device))
+        return y[0].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+
+    def upscale(self, img: imageio.Image) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(bgr, alpha)`` of a decoded image: the network's output and the bicubic-resized alpha."""
+        sr = self(img.bgr)
+        alpha = None
+        if img.alpha is not None:
+            alpha = np.clip(imresize_to(img.alpha, sr.shape[:2]), 0.0, 1.0)
+        return sr, alpha
+
+    def upscale_file(self, src: Union[str, "os.PathLike[str]"]) -> bytes:
+        """Read an image file, upscale it and return PNG bytes of the same form
+        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept)."""
+        img = imageio.read(src)
+        sr, alpha = self.upscale(img)
+        return imageio.encode_png(sr, alpha, bit_depth=16 if img.bit_depth == 16 else 8, gray=img.channels in (1, 2))
