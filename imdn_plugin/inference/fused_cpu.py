@@ -53,18 +53,20 @@ __all__ = [
 #: Tolerance of :func:`self_check` against the network's own forward (fp32 plan).
 SELF_CHECK_ATOL = 1e-4
 
-#: The convolutions of the networks by precision group:
-#: ``fea_conv`` (shallow features; IMDN_AS: both stride-2 convs), ``distill`` (c1–c4 of
-#: every block, Eqs. 1–4: ~85% of the FLOPs), ``fusion`` (c5 and the block residual),
-#: ``collect`` (the 1×1 conv over all block outputs), ``LR_conv`` (with the global
-#: residual) and ``upsampler`` (the conv before the pixel shuffle).
-LAYER_GROUPS = ("fea_conv", "distill", "fusion", "collect", "LR_conv", "upsampler")
+#: The precision groups of the networks' layers: ``fea_conv`` (shallow features; IMDN_AS:
+#: both stride-2 convs), ``distill`` (c1–c4 of every block, Eqs. 1–4: ~85% of the FLOPs),
+#: ``fusion`` (c5 and the block residual), ``collect`` (the 1×1 conv over all block
+#: outputs), ``LR_conv`` (the conv after it), ``global_residual`` (the addition of the
+#: shallow features to LR_conv's output: fused into LR_conv when both have one dtype) and
+#: ``upsampler`` (the conv before the pixel shuffle).
+LAYER_GROUPS = ("fea_conv", "distill", "fusion", "collect", "LR_conv", "global_residual", "upsampler")
 
-#: Groups the bf16 plan keeps in fp32 by default: the image-facing first conv (a bf16
-#: input holds only 8 significant bits, less than an 8-bit image's steps near 1) and
-#: the upsampler (a bf16 output is off by up to half an 8-bit step); measured on Set5:
-#: README, "bf16 on CPU".
-BF16_FP32_GROUPS = frozenset({"fea_conv", "upsampler"})
+#: Groups the bf16 plan keeps in fp32 by default, those that cost PSNR (Set5, README "bf16
+#: on CPU"): the image-facing first conv (bf16 holds 8 significant bits, coarser than an
+#: 8-bit image's steps near 1: -0.014 dB at x2 alone), the global residual (the upsampler's
+#: input rounded to bf16: ~-0.003 dB) and the upsampler (a bf16 output is off by up to half
+#: an 8-bit step).  With them, Set5 x2/x3/x4 stay within ~0.002 dB of fp32.
+BF16_FP32_GROUPS = frozenset({"fea_conv", "global_residual", "upsampler"})
 
 
 @contextmanager
@@ -402,9 +404,12 @@ class FusedIMDNPlan:
         """LeakyReLU, LR conv + global residual, upsampler (NCHW float32 out)."""
         net = self.net
         F.leaky_relu_(acc, net.c[1].negative_slope)
-        dtype = self.dtype("LR_conv")
+        dtype, sum_dtype = self.dtype("LR_conv"), self.dtype("global_residual")
         w, b = self._weights(net.LR_conv, "LR_conv")
-        y = self._k.conv_add(_as(acc, dtype), _as(fea, dtype), w, b, net.LR_conv)
+        if dtype == sum_dtype:  # the residual fused into the convolution
+            y = self._k.conv_add(_as(acc, dtype), _as(fea, dtype), w, b, net.LR_conv)
+        else:  # e.g. a bf16 conv whose output is added to the shallow features in fp32
+            y = self._k.conv(_as(acc, dtype), w, b, net.LR_conv).to(sum_dtype).add_(_as(fea, sum_dtype))
         del acc
         up_conv, shuffle = net.upsampler
         return _pixel_shuffle_to_nchw(self._conv(y, up_conv, "upsampler"), shuffle.upscale_factor)
@@ -490,7 +495,7 @@ class FusedIMDNPlanBF16(FusedIMDNPlan):
         self._dtypes = {g: torch.float32 if g in fp32 else torch.bfloat16 for g in LAYER_GROUPS}
         self._cast: dict[int, tuple[Tensor, Optional[Tensor]]] = {}
         for group, conv in self._convs():
-            if self._dtypes[group] == torch.bfloat16:
+            if self._dtypes[group] == torch.bfloat16:  # (global_residual has no conv)
                 w, b = conv.weight.detach(), conv.bias
                 self._cast[id(conv)] = (w.to(torch.bfloat16), None if b is None else b.detach().to(torch.bfloat16))
 

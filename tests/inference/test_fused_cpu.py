@@ -96,8 +96,20 @@ def test_bf16_plan_weights_are_cast_once() -> None:
     assert plan.dtype("distill") == torch.bfloat16 and plan.dtype("fea_conv") == torch.float32
 
 
-def test_cca_statistic_of_bf16_features_is_computed_in_fp32() -> None:
-    """Eq. 5 (std + mean over H×W) of a bf16 map, against float64 of the same bf16 values."""
+def test_cca_statistic_of_bf16_features_is_computed_in_fp32(monkeypatch) -> None:
+    """Eq. 5 (std + mean over H×W) of a bf16 map, against float64 of the same bf16 values;
+    the plan computes it from its bf16 features into fp32."""
+    seen = []
+    real = fused_cpu._channel_std_plus_mean
+
+    def spy(f: Tensor, scratch: Tensor) -> Tensor:
+        seen.append((f.dtype, scratch.dtype))
+        return real(f, scratch)
+
+    monkeypatch.setattr(fused_cpu, "_channel_std_plus_mean", spy)
+    make_fast_forward(_seeded(NETS["x2"]()), precision="bf16")(torch.rand(1, 3, 6, 5))
+    assert seen and set(seen) == {(torch.bfloat16, torch.float32)}
+
     gen = torch.Generator().manual_seed(4)
     f = (torch.rand(2, 16, 23, 19, generator=gen) * 3 + 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     scratch = torch.empty_like(f, dtype=torch.float32)
@@ -182,6 +194,21 @@ def test_self_check_catches_a_broken_bf16_plan() -> None:
         o, i, kh, kw = w.shape
         plan._cast[key] = (w.contiguous().view(o, kh, kw, i).permute(0, 3, 1, 2), b)
     assert "max abs diff" in (fused_cpu.self_check(plan, module) or "")
+
+
+@pytest.mark.parametrize("rel_error, passes", [(0.01, True), (0.06, False)])
+def test_self_check_bf16_tolerance_sits_between_bf16_noise_and_a_wrong_result(rel_error: float, passes: bool) -> None:
+    """The bf16 self-check accepts bf16-sized errors (observed <= 0.004 of the output's range with the
+    authors' weights) and refuses a few percent: a plan off by ``rel_error`` × max|output|."""
+    net = _seeded(NETS["x2"]())
+    module = make_fast_forward(net).module
+
+    class Off(FusedIMDNPlanBF16):
+        def __call__(self, x: Tensor) -> Tensor:
+            ref = module(x)
+            return ref + rel_error * ref.abs().max()
+
+    assert (fused_cpu.self_check(Off(module), module) is None) == passes
 
 
 @pytest.mark.parametrize("env, path, precision", [("1", "fused-cpu-bf16", "bf16"), ("0", "fused-cpu", "fp32")])
