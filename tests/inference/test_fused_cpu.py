@@ -123,7 +123,10 @@ def test_cca_statistic_of_bf16_features_is_computed_in_fp32(monkeypatch) -> None
 
 def test_set5_psnr_of_bf16_plan_within_0_01_db_of_fp32(reference) -> None:
     """The accuracy goal on real data: Set5 ×2 (the scale with the highest PSNR, the most
-    sensitive) with the authors' weights, Y-PSNR as ``basicsr test`` computes it."""
+    sensitive) with the authors' weights, Y-PSNR as ``basicsr test`` computes it.  The goal
+    is 0.01 dB; the default fp32 layers give -0.0019 dB (README, "bf16 on CPU"), and the
+    bound here, 0.004 dB, fails when one of them is left out (first conv and upsampler
+    alone: -0.0048 dB)."""
     import cv2
     import numpy as np
     from basicsr.metrics import calculate_psnr
@@ -144,7 +147,7 @@ def test_set5_psnr_of_bf16_plan_within_0_01_db_of_fp32(reference) -> None:
             scores[key].append(calculate_psnr(tensor2img([forward(x)]), gt, crop_border=2, test_y_channel=True))
     mean = {k: sum(v) / len(v) for k, v in scores.items()}
     assert abs(mean["fp32"] - 37.9960) < 1e-3  # the paper's Table 5 (README)
-    assert abs(mean["bf16"] - mean["fp32"]) <= 0.01, mean
+    assert abs(mean["bf16"] - mean["fp32"]) <= 0.004, mean
 
 
 @pytest.mark.skipif(not mkldnn_bf16_native(), reason="oneDNN has no native bf16 convolutions on this CPU (needs AVX-512 or AMX)")
