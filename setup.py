@@ -48,7 +48,7 @@ setup(
         "tqdm",
         "numpy",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "onnx": ["onnx", "onnxruntime"]},
     entry_points={
         "console_scripts": ["basicsr = imdn_plugin.cli:main"],
         # Plugins for the `basicsr` command: each entry is a callable that
