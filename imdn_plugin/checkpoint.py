@@ -195,3 +195,20 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     untouched; readers never see a partial file under the final name.
     """
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_network(path: PathLike, param_key: Optional[str] = "params") -> tuple[nn.Module, ArchSpec]:
+    """Build IMDN / IMDN_AS from a checkpoint, type and sizes read off its shapes (:func:`describe`).
+
+    Returns the network (CPU, train mode as constructed) with the weights loaded, and its spec.
+    """
+    from .archs import IMDN, IMDN_AS
+
+    state = load_state_dict(path, param_key)
+    spec = describe(state)
+    if spec is None:
+        raise CheckpointError(f"{path}: not an IMDN or IMDN_AS checkpoint")
+    opt = spec.network_opt()
+    net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
+    load_into(net, state, source=str(path))
+    return net, spec

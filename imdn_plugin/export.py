@@ -1,4 +1,4 @@
-"""``basicsr export``: IMDN ×2/×3/×4 and IMDN_AS to ONNX (torch only, no BasicSR).
+"""ONNX export of IMDN ×2/×3/×4 and IMDN_AS (torch only, no BasicSR; command: ``basicsr export``).
 
 The graph takes ``input`` (``N×C×H×W``, float in [0, 1]) and gives ``output``
 (``N×C×sH×sW``; ``s = 1`` for IMDN_AS); batch, height and width are dynamic
@@ -22,28 +22,26 @@ existing file unless ``overwrite=True``.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import logging
 import os
-import secrets
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
 from .archs import IMDN, IMDN_AS
-from .checkpoint import describe, load_into, load_state_dict
-from .errors import CheckpointError, ConfigError, PluginError
+from .atomic import atomic_write
+from .checkpoint import describe
+from .errors import ConfigError, PluginError
 from .version import __version__
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "PRECISIONS", "TOLERANCES", "ExportReport", "export_onnx", "load_network", "main"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "PRECISIONS", "TOLERANCES", "ExportReport", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,18 +106,6 @@ class ExportReport:
             f"{self.path}: {self.network}, {self.precision}, opset {self.opset}, {self.num_bytes / 1e6:.2f} MB "
             f"({self.exporter}, {self.seconds:.1f} s); {check}"
         )
-
-
-def load_network(weights: PathLike, param_key: Optional[str] = "params") -> nn.Module:
-    """Build IMDN / IMDN_AS from a checkpoint, type and sizes read off its shapes."""
-    state = load_state_dict(weights, param_key)
-    spec = describe(state)
-    if spec is None:
-        raise CheckpointError(f"{weights}: not an IMDN or IMDN_AS checkpoint")
-    opt = spec.network_opt()
-    net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
-    load_into(net, state, source=str(weights))
-    return net
 
 
 def _check_options(network: object, precision: object, opset: object, exporter: object) -> None:
@@ -220,46 +206,12 @@ def _run_check(
     return shape, float((got.double() - expected.double()).abs().max())
 
 
-def _open_temp(path: Path) -> tuple[int, Path]:
-    """A new file next to ``path``, created with mode 0o666 minus the umask."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise PluginError(f"{path.parent}: cannot create a temporary file")  # pragma: no cover
-
-
 def _write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``data`` to a temporary file in ``path``'s folder, then move it into place.
-
-    Without ``overwrite`` the move is a hard link, which fails if ``path`` appeared
-    in the meantime (filesystems without hard links fall back to an existence check
-    and a rename).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_temp(path)
+    """:func:`imdn_plugin.atomic.atomic_write`; an existing file without ``overwrite`` is a ConfigError."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise ConfigError(f"{path}: already exists (use --overwrite / overwrite=True to replace it)") from None
-        except OSError:  # no hard links here
-            if path.exists():
-                raise ConfigError(f"{path}: already exists (use --overwrite / overwrite=True to replace it)") from None
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        atomic_write(path, data, overwrite=overwrite)
+    except FileExistsError:
+        raise ConfigError(f"{path}: already exists (use --overwrite / overwrite=True to replace it)") from None
 
 
 def export_onnx(
@@ -355,31 +307,3 @@ def export_onnx(
     )  # fmt: skip
     logger.info("%s", report)
     return report
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="basicsr export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
-    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp16: float16 weights, input and output")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET}; torchscript {OPSET_RANGE['torchscript'][0]}-"
-                        f"{OPSET_RANGE['torchscript'][1]}, dynamo {OPSET_RANGE['dynamo'][0]}-{OPSET_RANGE['dynamo'][1]})")  # fmt: skip
-    p.add_argument("--exporter", default="torchscript", choices=EXPORTERS, help="torch exporter (dynamo needs onnxscript)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison with the torch forward")
-    p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``basicsr export --weights FILE -o OUT.onnx [...]``; raises :class:`PluginError` on user errors."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
-    network = load_network(args.weights, args.param_key)
-    report = export_onnx(
-        network, args.output, precision=args.precision, opset=args.opset, check=not args.no_check,
-        overwrite=args.overwrite, exporter=args.exporter,
-    )  # fmt: skip
-    print(f"basicsr export: {report}", file=sys.stderr)
-    return 0

@@ -16,6 +16,8 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from imdn_plugin import export  # noqa: E402
 from imdn_plugin.archs import IMDN, IMDN_AS, CCALayer  # noqa: E402
+from imdn_plugin.checkpoint import load_network  # noqa: E402
+from imdn_plugin.cli import export as export_cli  # noqa: E402
 from imdn_plugin.errors import CheckpointError, ConfigError, PluginError  # noqa: E402
 from imdn_plugin.export import TOLERANCES, export_onnx  # noqa: E402
 
@@ -101,8 +103,8 @@ def test_authors_weights_export_and_match(reference: Path, tmp_path: Path, devic
     if not weights.is_file():
         pytest.skip(f"{weights} not found (the authors' weights are not redistributed)")
     out = tmp_path / "authors_x4.onnx"
-    assert export.main(["--weights", str(weights), "-o", str(out), "--no-check"]) == 0  # the command line
-    net = export.load_network(weights).eval().to(device)
+    assert export_cli.main(["--weights", str(weights), "-o", str(out), "--no-check"]) == 0  # the command line
+    net = load_network(weights)[0].eval().to(device)
     assert max_diff_to_torch(net, out, (37, 53), False, device) <= 1e-4
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["imdn_plugin.network"].startswith("IMDN x4 (num_feat=64, num_block=6")
@@ -202,19 +204,19 @@ def test_cli_exports_a_basicsr_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "net_g.pth"
     torch.save({"params": net.state_dict()}, ckpt)
     out = tmp_path / "as_fp16.onnx"
-    assert export.main(["--weights", str(ckpt), "-o", str(out), "--precision", "fp16", "--opset", "18"]) == 0
+    assert export_cli.main(["--weights", str(ckpt), "-o", str(out), "--precision", "fp16", "--opset", "18"]) == 0
     model = onnx.load(str(out))
     assert model.opset_import[0].version == 18
     assert {p.key: p.value for p in model.metadata_props}["imdn_plugin.network"].startswith("IMDN_AS (num_feat=16")
     with pytest.raises(ConfigError, match="already exists"):
-        export.main(["--weights", str(ckpt), "-o", str(out)])
+        export_cli.main(["--weights", str(ckpt), "-o", str(out)])
 
 
 def test_checkpoint_that_is_not_imdn_is_a_one_line_error(tmp_path: Path) -> None:
     ckpt = tmp_path / "other.pth"
     torch.save({"params": torch.nn.Conv2d(3, 8, 3).state_dict()}, ckpt)
     with pytest.raises(CheckpointError) as info:
-        export.main(["--weights", str(ckpt), "-o", str(tmp_path / "x.onnx")])
+        export_cli.main(["--weights", str(ckpt), "-o", str(tmp_path / "x.onnx")])
     assert str(info.value) == f"{ckpt}: not an IMDN or IMDN_AS checkpoint"
     assert not (tmp_path / "x.onnx").exists()
 
