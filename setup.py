@@ -47,6 +47,7 @@ setup(
         "tensorboard",
         "tqdm",
         "numpy",
+        "safetensors",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={
