@@ -49,7 +49,11 @@ setup(
         "numpy",
         "safetensors",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # imdn_plugin.spandrel.install(): IMDN/IMDN_AS in spandrel (chaiNNer, traiNNer-redux, ...)
+        "spandrel": ["spandrel>=0.4", "safetensors"],
+    },
     entry_points={
         "console_scripts": ["basicsr = imdn_plugin.cli:main"],
         # Plugins for the `basicsr` command: each entry is a callable that
