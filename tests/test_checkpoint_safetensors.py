@@ -149,6 +149,33 @@ def test_save_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert os.listdir(tmp_path) == ["net.safetensors"]
 
 
+def test_no_overwrite_when_the_file_appears_during_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "net.pth"
+    real_save = torch.save
+
+    def racing_save(obj: object, f: object) -> None:
+        path.write_bytes(b"someone else's file")  # appears after the up-front exists() check
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", racing_save)
+    with pytest.raises(CheckpointError, match=r"net\.pth: exists; not overwritten"):
+        atomic_torch_save({"v": torch.ones(1)}, path, overwrite=False)
+    assert path.read_bytes() == b"someone else's file"
+    assert os.listdir(tmp_path) == ["net.pth"]
+
+
+def test_no_hard_links_falls_back_to_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    save_safetensors(small_state(1), tmp_path / "a.safetensors")
+    assert torch.equal(load_state_dict(tmp_path / "a.safetensors")["c.0.weight"], small_state(1)["c.0.weight"])
+    with pytest.raises(CheckpointError, match="exists"):
+        save_safetensors(small_state(2), tmp_path / "a.safetensors")
+    assert os.listdir(tmp_path) == ["a.safetensors"]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_file_mode_follows_umask(tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)
