@@ -19,3 +19,7 @@ class CheckpointError(PluginError):
 
 class ImageReadError(PluginError):
     """An image file cannot be read or decoded."""
+
+
+class NonFiniteError(PluginError):
+    """A tensor that must be finite (weights, input pixels, network output) holds NaN or Inf."""
