@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from pathlib import Path
@@ -81,7 +80,7 @@ def _flat(text: Any) -> str:
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML ``text`` with :class:`OptionLoader`; errors become one line ``source:line:column: ...``."""
     try:
-        return yaml.load(text, Loader=OptionLoader)  # noqa: S506 (OptionLoader is a SafeLoader)
+        return yaml.load(text, Loader=OptionLoader)  # OptionLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
@@ -447,7 +446,7 @@ def check_pretrained(opt: Mapping[str, Any], lookup_arch: Callable[[str], type])
         raise ConfigError(f"path:pretrain_network_g: file does not exist: {pretrain} (cwd: {os.getcwd()})")
     net_opt = opt["network_g"]
     kind = net_opt.get("type")
-    if kind not in ("IMDN", "IMDN_AS") or path_opt.get("strict_load_g", True) is False:
+    if kind not in ("IMDN", "IMDN_AS") or not path_opt.get("strict_load_g", True):
         return
     from .checkpoint import ArchSpec, describe, load_state_dict
 

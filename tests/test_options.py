@@ -13,7 +13,12 @@ import imdn_plugin
 from imdn_plugin.errors import ConfigError
 from imdn_plugin.inference import InferenceOptions
 from imdn_plugin.integration import lookup_arch, registered
-from imdn_plugin.options import apply_overrides, load_option_file, parse_yaml, validate_options
+from imdn_plugin.options import (
+    apply_overrides,
+    load_option_file,
+    parse_yaml,
+    validate_options,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,8 +143,8 @@ def test_force_yml_code_is_never_run(tmp_path: Path) -> None:
         ("nmae=y", "no key 'nmae' under the top level (did you mean 'name'?)"),
         ("name:x=1", "--force_yml 'name:x=1': name is 'x', not a mapping of keys"),
         ("val:suffix=[1,", "--force_yml 'val:suffix=[1,': value:1:4: YAML syntax error"),
-        ("val:suffix={}x4", "value:1:3: YAML syntax error: expected '<document start>', but found '<scalar>'; "
-                            "to pass it as a string, quote it: val:suffix=\"'{}x4'\""),
+        ("val:suffix={}x4", ("value:1:3: YAML syntax error: expected '<document start>', but found '<scalar>'; "
+                             "to pass it as a string, quote it: val:suffix=\"'{}x4'\"")),
     ],
 )
 def test_force_yml_bad_forms(entry: str, expected: str) -> None:

@@ -67,8 +67,8 @@ def lookup(registry_name: str, name: str) -> type:
 
 def registered(registry_name: str) -> list[str]:
     """The names in BasicSR's ``ARCH``/``MODEL``/``DATASET`` registry (BasicSR's own modules imported)."""
-    import basicsr.archs  # noqa: F401  (importing the packages fills the registries)
-    import basicsr.data  # noqa: F401
+    import basicsr.archs  # importing the packages fills the registries
+    import basicsr.data
     import basicsr.models  # noqa: F401
     import basicsr.utils.registry as reg
 
