@@ -126,13 +126,17 @@ class _IMDNBody(nn.Module):
     size_multiple: int = 1
     #: Input pixels per feature-map pixel inside the trunk.
     feature_stride: int = 1
+    #: ``num_feat`` must be a multiple of this: each IMDB distils ``num_feat / 4``
+    #: channels four times and CCA reduces the ``num_feat`` distilled ones by 16.
+    num_feat_multiple: int = 16
 
     def __init__(self, num_in_ch: int, num_out_ch: int, num_feat: int, num_block: int, upscale: int) -> None:
         super().__init__()
         if num_block < 1:
             raise ValueError(f"{type(self).__name__}: num_block must be >= 1, got {num_block}")
-        if num_feat < 16 or num_feat % 16:
-            raise ValueError(f"{type(self).__name__}: num_feat must be a positive multiple of 16, got {num_feat}")
+        m = self.num_feat_multiple
+        if num_feat < m or num_feat % m:
+            raise ValueError(f"{type(self).__name__}: num_feat must be a positive multiple of {m}, got {num_feat}")
         self.num_block = num_block
         for i in range(1, num_block + 1):
             # Named IMDB1..IMDBn as in the authors' checkpoints.
