@@ -19,3 +19,7 @@ class CheckpointError(PluginError):
 
 class ImageReadError(PluginError):
     """An image file cannot be read or decoded."""
+
+
+class InferenceError(PluginError):
+    """Running the network on one image gave no usable result (e.g. non-finite output)."""
