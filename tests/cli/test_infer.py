@@ -352,3 +352,33 @@ def test_errors_name_the_flags(tmp_path: Path, monkeypatch, capsys) -> None:
     ]:
         rc, err = run_cli(["-i", str(tmp_path), "-o", str(tmp_path / "o"), "--weights", MISSING, *extra], monkeypatch, capsys)
         assert rc == 2 and expected in error_line(err) and "inference:" not in err
+
+
+def test_output_appearing_during_the_run_is_kept(x2: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from imdn_plugin.upscaler import Upscaler
+
+    d, out = tmp_path / "d", tmp_path / "out"
+    write_images(d, ["a.png", "b.png"])
+    real = Upscaler.upscale_file
+
+    def racing(self, src):  # another program writes out/a.png while the network runs
+        if Path(src).name == "a.png":
+            (out / "a.png").write_bytes(b"someone else's file")
+        return real(self, src)
+
+    monkeypatch.setattr(Upscaler, "upscale_file", racing)
+    rc, err = run_cli(["-i", str(d), "-o", str(out), "--weights", str(x2), "-q"], monkeypatch, capsys)
+    assert rc == 1 and summary_counts(err) == {"written": 1, "failed": 1}
+    assert f"  {out}/a.png: appeared while this run was working; not overwritten (use --overwrite)" in err
+    assert (out / "a.png").read_bytes() == b"someone else's file"
+
+
+def test_summary_counts_what_is_on_disk(x2: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from imdn_plugin.data import imageio
+
+    d, out = tmp_path / "d", tmp_path / "out"
+    write_images(d, ["a.png"])
+    monkeypatch.setattr(imageio, "write_atomic", lambda path, data, overwrite=True: None)  # a write that leaves nothing
+    rc, err = run_cli(["-i", str(d), "-o", str(out), "--weights", str(x2), "-q"], monkeypatch, capsys)
+    assert rc == 1 and summary_counts(err) == {"written": 0, "failed": 1}
+    assert f"  {out}/a.png: not found after writing" in err
