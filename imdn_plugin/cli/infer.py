@@ -167,19 +167,29 @@ def plan_outputs(
 ) -> Plan:
     """Map every input to its output and refuse (:class:`ConfigError`, one line) what would lose a file.
 
-    Refused: an output that would replace any input (resolved paths, links
-    followed; never allowed), two inputs giving one output, an output path
-    that is a folder or lies under a file, and outputs that exist already
-    unless ``overwrite`` (replace them) or ``skip_existing`` (leave them, skip
-    their inputs).
+    Refused: an output that would replace any input (never allowed; same
+    resolved path, or an existing output that is the same file as an input:
+    a link, or another spelling on a case-insensitive filesystem), two inputs
+    giving one output (names compared ignoring case, as macOS and Windows
+    do), an output path that is a folder or lies under a file, and outputs
+    that exist already unless ``overwrite`` (replace them) or
+    ``skip_existing`` (leave them, skip their inputs).
     """
     jobs = [Job(src, output_path(src, root, out_dir, suffix)) for src in inputs]
 
     def key(p: Path) -> str:
         return os.path.normcase(str(p.resolve()))
 
+    def file_id(p: Path) -> Optional[tuple[int, int]]:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
     input_keys = {key(s) for s in inputs}
-    clobber = [j for j in jobs if key(j.dst) in input_keys]
+    input_ids = {file_id(s) for s in inputs} - {None}
+    clobber = [j for j in jobs if key(j.dst) in input_keys or (os.path.lexists(j.dst) and file_id(j.dst) in input_ids)]
     if clobber:
         raise ConfigError(
             f"{len(clobber)} output(s) would replace input files: "
@@ -188,7 +198,7 @@ def plan_outputs(
         )
     by_dst: dict[str, list[Job]] = defaultdict(list)
     for j in jobs:
-        by_dst[key(j.dst)].append(j)
+        by_dst[key(j.dst).casefold()].append(j)
     clashes = [group for group in by_dst.values() if len(group) > 1]
     if clashes:
         raise ConfigError(
