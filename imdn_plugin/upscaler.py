@@ -23,11 +23,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .archs import IMDN, IMDN_AS
-from .checkpoint import describe, load_into, load_state_dict
+from .checkpoint import load_network
 from .data import imageio
 from .data.resize import imresize_to
-from .errors import CheckpointError, ConfigError, InferenceError
+from .errors import ConfigError, InferenceError
 from .inference.predictor import InferenceOptions, build_predictor
 
 logger = logging.getLogger(__name__)
@@ -59,13 +58,7 @@ class Upscaler:
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu"
         )
-        state = load_state_dict(weights, param_key)
-        spec = describe(state)
-        if spec is None:
-            raise CheckpointError(f"{weights}: not an IMDN or IMDN_AS checkpoint")
-        opt = spec.network_opt()
-        net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
-        load_into(net, state, source=weights)
+        net, spec = load_network(weights, param_key)
         if spec.type == "IMDN":
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(

@@ -16,6 +16,9 @@ __all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS"]
 #: Negative slope of every LeakyReLU in the paper's code.
 LRELU_SLOPE = 0.05
 
+#: Floating dtypes whose CCA statistics are computed in fp32 (see :meth:`CCALayer.statistics`).
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 
 def _conv(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=True)
@@ -47,10 +50,25 @@ class CCALayer(nn.Module):
         """Channel weights from the per-channel statistics (``N×C×1×1`` each)."""
         return self.conv_du(std + mean)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @staticmethod
+    def statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-channel ``(mean, std)`` over H×W of Eq. 5 (population std), ``N×C×1×1`` each.
+
+        fp16 / bf16 maps are reduced in fp32 and the results cast back: a sum
+        over a 300×300 map of values near 1 exceeds fp16's 65504, and bf16
+        accumulates with 8 bits of mantissa.  The upcast is part of the traced
+        graph, so an exported fp16 ONNX model reduces in fp32 too, whatever the
+        runtime's accumulator.  fp32 / fp64 maps take the unchanged path.
+        """
+        if x.dtype in _LOW_PRECISION:
+            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+            return mean.to(x.dtype), var.sqrt().to(x.dtype)
         # Population variance (correction=0) as in the paper; one pass for both.
         var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        return x * self.gate(mean, var.sqrt())
+        return mean, var.sqrt()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(*self.statistics(x))
 
 
 class IMDB(nn.Module):
