@@ -237,8 +237,27 @@ def split_param_groups(flat: Mapping[str, Any], param_keys: "list[str] | tuple[s
 
 
 def load_state_dict(path: PathLike, param_key: Optional[str] = "params") -> dict[str, torch.Tensor]:
-    """Load the network weights of ``path`` (any of the accepted forms)."""
-    return extract_state_dict(load_checkpoint(path), param_key, source=str(path))
+    """Load the network weights of ``path`` (any of the accepted forms); non-finite weights are refused."""
+    state = extract_state_dict(load_checkpoint(path), param_key, source=str(path))
+    check_finite(state, source=str(path))
+    return state
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse a state dict holding NaN or Inf (a diverged run or a corrupt file).
+
+    Such weights turn every output into NaN, which an image writer would
+    silently store as black; the first bad tensor is named instead.
+    """
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise CheckpointError(
+                f"{source}: tensor '{name}' holds {bad} non-finite value(s) (NaN/Inf) of {tensor.numel()}; "
+                "the weights are from a diverged training run or the file is corrupt"
+            )
 
 
 def describe(state: Mapping[str, torch.Tensor]) -> Optional[ArchSpec]:

@@ -21,5 +21,9 @@ class ImageReadError(PluginError):
     """An image file cannot be read or decoded."""
 
 
-class NonFiniteError(PluginError):
-    """A tensor that must be finite (weights, input pixels, network output) holds NaN or Inf."""
+class InferenceError(PluginError):
+    """Running the network on one image gave no usable result (e.g. non-finite output)."""
+
+
+class NonFiniteError(InferenceError):
+    """A network output (or another tensor that must be finite) holds NaN or Inf."""

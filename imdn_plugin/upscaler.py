@@ -5,12 +5,14 @@
     from imdn_plugin import Upscaler
     up = Upscaler("IMDN_x4.pth")                 # type, width, depth and scale read off the file
     sr = up(bgr)                                 # float32 BGR H×W×3 in [0, 1] -> (4H)×(4W)×3
-    png = up.upscale_file("photo.jpg")           # PNG bytes, grayscale / 16-bit / alpha kept
+    png = up.upscale_file("photo.jpg")           # PNG bytes, grayscale / 16-bit / alpha kept, EXIF orientation applied
 
 IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``scale >= 1``
 (integer or fractional): the image is first brought to the target size by
 MATLAB-style bicubic, then restored (ACS for sides not divisible by 4).
-``basicsr infer`` and the scripts use it.
+``basicsr infer`` and the scripts use it.  Nothing non-finite becomes an image:
+NaN/Inf weights are refused at load (:func:`~.checkpoint.load_state_dict`),
+NaN/Inf inputs and outputs raise :class:`~.errors.InferenceError`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 from .checkpoint import load_network
 from .data import imageio
 from .data.resize import imresize_to
-from .errors import ConfigError
+from .errors import ConfigError, InferenceError
 from .inference.predictor import InferenceOptions, build_predictor
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class Upscaler:
             self.pre_scale = 1.0 if scale is None else scale
             if not self.pre_scale >= 1:
                 raise ConfigError(f"--scale: must be >= 1, got {scale:g}")
-        self.spec, self.device = spec, device
+        self.spec, self.device, self.precision = spec, device, options.precision
         self.out_scale = spec.scale * self.pre_scale
         self.predict = build_predictor(net.to(device), options)
         logger.info("loaded %s from %s", spec, weights)
@@ -77,7 +79,11 @@ class Upscaler:
         return max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
 
     def _input(self, bgr: np.ndarray) -> torch.Tensor:
-        """The network input: RGB, NCHW, clamped to [0, 1], on the device (IMDN_AS: pre-scaled)."""
+        """The network input: RGB, NCHW, clamped to [0, 1], on the device (IMDN_AS: pre-scaled);
+        :class:`InferenceError` if ``bgr`` holds NaN/Inf (which would otherwise be written as black)."""
+        bad_in = int(np.size(bgr) - np.count_nonzero(np.isfinite(bgr)))
+        if bad_in:
+            raise InferenceError(f"the input holds {bad_in} non-finite value(s) (NaN/Inf)")
         h, w = bgr.shape[:2]
         if self.pre_scale != 1:
             bgr = imresize_to(bgr, self.output_size(h, w))
@@ -113,11 +119,15 @@ class Upscaler:
 
     def upscale_file(self, src: Union[str, "os.PathLike[str]"]) -> bytes:
         """Read an image file, upscale it and return PNG bytes of the same form
-        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept)."""
-        img = imageio.read(src)
-        if img.channels == 3 and img.bit_depth == 8:  # the common case: 8-bit all the way (less memory)
-            bgr = img.bgr
-            del img
-            return imageio.png_bytes(self.upscale_uint8(bgr), compress_level=None)
-        sr, alpha = self.upscale(img)
+        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept).  The EXIF /
+        TIFF orientation tag of JPEG and TIFF files is applied (a PNG has no such tag)."""
+        img = imageio.read(src, orientation=True)
+        try:
+            if img.channels == 3 and img.bit_depth == 8:  # the common case: 8-bit all the way (less memory)
+                bgr = img.bgr
+                del img
+                return imageio.png_bytes(self.upscale_uint8(bgr), compress_level=None)
+            sr, alpha = self.upscale(img)
+        except InferenceError as exc:
+            raise InferenceError(f"{src}: {exc}") from None
         return imageio.encode_png(sr, alpha, bit_depth=16 if img.bit_depth == 16 else 8, gray=img.channels in (1, 2))

@@ -12,7 +12,13 @@ spandrel = pytest.importorskip("spandrel")
 
 from imdn_plugin import spandrel as imdn_spandrel  # noqa: E402
 from imdn_plugin.archs import IMDN, IMDN_AS  # noqa: E402
-from imdn_plugin.checkpoint import describe, load_into, load_state_dict, save_network_file, save_safetensors  # noqa: E402
+from imdn_plugin.checkpoint import (  # noqa: E402
+    describe,
+    load_into,
+    load_state_dict,
+    save_network_file,
+    save_safetensors,
+)
 
 # name -> (architecture id, scale, multiple_of, input size)
 AUTHORS = {

@@ -23,7 +23,7 @@ USAGE = """usage: basicsr {train,test,infer,export} ...
 
   basicsr train -opt options/train_IMDN_x4.yml [--auto_resume] [--launcher pytorch] [--debug] [--force_yml KEY=VALUE ...]
   basicsr test  -opt options/test_IMDN_x4.yml [--force_yml KEY=VALUE ...]
-  basicsr infer -i INPUT -o OUTDIR --weights FILE [--scale S] [--tile T] [--device cpu|cuda]
+  basicsr infer -i INPUT -o OUTDIR --weights FILE [--scale S] [--tile T] [--device cpu|cuda] [-r] [--overwrite | --skip-existing]
   basicsr export --weights FILE -o OUT.onnx [--precision fp32|fp16] [--overwrite]
 
 train/test take BasicSR's own flags (-opt, --launcher, --auto_resume, --debug,

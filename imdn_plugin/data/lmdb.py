@@ -16,12 +16,18 @@ import struct
 from pathlib import Path
 from typing import Mapping, Union
 
-import cv2
 import lmdb
 import numpy as np
 from tqdm import tqdm
 
-from .imageio import DEFAULT_COMPRESS_LEVEL, PNG_IEND, PNG_SIGNATURE, png_bytes
+from ..errors import ImageReadError
+from .imageio import (
+    DEFAULT_COMPRESS_LEVEL,
+    PNG_IEND,
+    PNG_SIGNATURE,
+    imdecode,
+    png_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +264,10 @@ def read_lmdb_image(lmdb_path: PathLike, key: str) -> np.ndarray:
         env.close()
     if value is None:
         raise KeyError(f"{key} not in {lmdb_path}")
-    return cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        return imdecode(np.frombuffer(value, np.uint8))
+    except ImageReadError as exc:
+        raise ImageReadError(f"{lmdb_path}: key {key}: cannot decode image ({exc})") from None
 
 
 def lmdb_is_complete(lmdb_path: PathLike) -> bool:

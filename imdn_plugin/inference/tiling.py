@@ -119,7 +119,10 @@ def check_finite(y: Tensor) -> Tensor:
     or input): such an output must never become an image or a metric."""
     if not bool(torch.isfinite(y).all()):
         bad = int((~torch.isfinite(y)).sum())
-        raise NonFiniteError(f"the network output has {bad} non-finite value(s) (NaN/Inf); nothing was written")
+        raise NonFiniteError(
+            f"the network's output holds {bad} non-finite value(s) (NaN/Inf) of {y.numel()} (overflow with these "
+            "weights or this precision?); nothing written"
+        )
     return y
 
 
