@@ -216,6 +216,20 @@ def test_imdn_model_writes_one_sample_per_validation_only_with_a_tb_logger() -> 
     model.nondist_validation(loader, 7, tb, False)
     assert tb.images == [("val/fake/bicubic_output_gt", (3, 40, 3 * 40 + 4), 7)]
     model.nondist_validation(loader, 8, None, False)  # no TensorBoard logger: nothing to write, no error
+    model.nondist_validation(_FakeLoader(), 9, tb, False)  # an empty set leaves nothing armed
     model.feed_data(loader[0])
     model.test()  # outside validation: nothing written
     assert len(tb.images) == 1
+
+
+def test_register_installs_the_training_output_hooks() -> None:
+    import basicsr.train
+
+    import imdn_plugin
+
+    imdn_plugin.register()
+    imdn_plugin.register()  # idempotent: wrapped once
+    assert basicsr.train.MessageLogger is ProgressMessageLogger
+    assert basicsr.train.train_pipeline.__qualname__.startswith("reporting_train_pipeline")
+    assert basicsr.train.build_model.__qualname__.startswith("observing_build_model")
+    assert basicsr.train.train_pipeline.__closure__[0].cell_contents.__module__ == "basicsr.train"
