@@ -115,8 +115,9 @@ class TrainingRun:
     def summary(self, opt: dict) -> str:
         """The end-of-training summary: metrics (last, best, bicubic), the final model's path."""
         done = self.last_iter if self.last_iter is not None else "no"
-        lines = [f"Training summary ({opt.get('name')}): {done} iterations, "
-                 f"{format_eta(time.time() - self.started)} in all."]  # fmt: skip
+        total = (opt.get("train") or {}).get("total_iter")
+        elapsed = format_eta(time.time() - self.started)
+        lines = [f"Training summary ({opt.get('name')}): {done}/{total} iterations, {elapsed} in this run."]
         best_all = getattr(self.model, "best_metric_results", {}) or {}
         val_sets = [d for phase, d in opt.get("datasets", {}).items() if phase.split("_")[0] == "val"]
         if not val_sets or not (opt.get("val") or {}).get("metrics"):

@@ -127,7 +127,7 @@ def tb_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F
 
 def test_summary_reports_last_best_bicubic_and_the_saved_model(tb_run) -> None:
     cwd, console, log = tb_run
-    summary = log[log.index("Training summary (tiny_tb): 4 iterations"):]
+    summary = log[log.index("Training summary (tiny_tb): 4/4 iterations"):]
     assert "Training summary" in console  # also on the console, not only in the file
     # BasicSR's own validation lines: at 2, 4 and the final pass after saving.
     validated = [float(v) for v in re.findall(r"# psnr: ([\d.]+)\tBest", log)]
@@ -197,8 +197,9 @@ class _FakeTB:
 
 
 class _FakeLoader(list):
-    class dataset:  # noqa: N801  (BasicSR reads dataloader.dataset.opt["name"])
-        opt = {"name": "fake"}
+    """A validation "loader": a list of batches with BasicSR's ``dataloader.dataset.opt["name"]``."""
+
+    dataset = type("FakeDataset", (), {"opt": {"name": "fake"}})
 
 
 def test_imdn_model_writes_one_sample_per_validation_only_with_a_tb_logger() -> None:
