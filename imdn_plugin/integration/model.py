@@ -13,6 +13,10 @@ Training is ``SRModel``'s.  What changes, each in a narrow override:
 * ``model_to_device``: ``DistributedDataParallel`` also on CPU (gloo).
 * ``save_network`` / ``save_training_state``: atomic writes; the training state
   also carries the RNG states so a resumed run continues the same streams.
+* ``nondist_validation``: with a TensorBoard logger (``logger: use_tb_logger``),
+  the first image of each validation set is also written as a bicubic | output |
+  ground truth crop (:func:`.progress.comparison_image`, tag
+  ``val/<dataset name>/bicubic_output_gt``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from ..errors import PluginError
 from ..inference.predictor import InferenceOptions, build_predictor
 from ..options import check_network_opt, train_options
 from .exact_resume import rng_state, set_rng_state
+from .progress import comparison_image, sample_tag
 
 _AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -43,6 +48,7 @@ class IMDNModel(SRModel):
         check_network_opt(opt["network_g"], ARCH_REGISTRY.get)
         self.inference_opt = InferenceOptions.from_dict(opt.get("inference"))
         self._predictor = None
+        self._tb_sample: Optional[tuple[Any, str, Any]] = None  # (tb_logger, tag, step) while armed
         self.channels_last, amp = train_options(opt)
         self.amp_dtype = _AMP_DTYPES[amp]
         super().__init__(opt)
@@ -62,6 +68,20 @@ class IMDNModel(SRModel):
             self.output = self._predictor(self.lq)
         finally:
             net.train(was_training)
+        if self._tb_sample is not None:
+            tb_logger, tag, step = self._tb_sample
+            self._tb_sample = None  # the first image of the validation set only
+            tb_logger.add_image(tag, comparison_image(self.lq, self.output, getattr(self, "gt", None)), step)
+
+    def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """``SRModel``'s validation; with a TensorBoard logger, the first image's
+        bicubic | output | ground truth crop also goes there (``test`` writes it)."""
+        if tb_logger is not None and isinstance(current_iter, int):
+            self._tb_sample = (tb_logger, sample_tag(dataloader.dataset.opt["name"]), current_iter)
+        try:
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            self._tb_sample = None
 
     def optimize_parameters(self, current_iter: int) -> None:
         """``SRModel``'s step, plus channels_last, autocast (bf16/fp16 with a grad scaler),

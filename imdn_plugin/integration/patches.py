@@ -26,6 +26,11 @@ tested through the pipelines (the plugin's or another package's):
   interrupted epoch already used.  The sample order is BasicSR's; the random
   augmentation draws differ from BasicSR's (they no longer depend on the loader
   worker), with the same distribution.
+* Training output (:mod:`.progress`): ``train_pipeline`` ends with one summary
+  (last/best validation metrics, bicubic baseline, final model path);
+  ``MessageLogger`` prints an ETA that never goes negative (BasicSR's ends at
+  ``-1 day, 23:59:58``) and drives a progress bar on a terminal; ``build_model``'s
+  model reports each iteration and validation to them.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, ConfigError, ImageReadError
 from .exact_resume import ExactResume, resumable_sampler_class
+from .progress import ProgressMessageLogger, observing_build_model, reporting_train_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,10 @@ def patch_pipelines() -> None:
         )
         basicsr.train.build_dataset = _seeded_train_datasets(basicsr.train.build_dataset, resume)
         basicsr.train.EnlargedSampler = _flag(resumable_sampler_class())
+    if not getattr(basicsr.train.train_pipeline, _PATCH_FLAG, False):
+        basicsr.train.train_pipeline = _flag(reporting_train_pipeline(basicsr.train.train_pipeline))
+        basicsr.train.build_model = _flag(observing_build_model(basicsr.train.build_model))
+        basicsr.train.MessageLogger = _flag(ProgressMessageLogger)
 
 
 def _flag(func: Any) -> Any:
