@@ -19,3 +19,7 @@ class CheckpointError(PluginError):
 
 class ImageReadError(PluginError):
     """An image file cannot be read or decoded."""
+
+
+class ExperimentInUseError(PluginError):
+    """An experiment or results folder is held by another running ``basicsr`` process."""
