@@ -188,10 +188,55 @@ def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
     network.load_state_dict(state, strict=strict)
 
 
+class _WriteErrorRecorder:
+    """The file ``torch.save`` writes into, remembering an ``OSError`` of a write.
+
+    torch reports a failed write of its zip writer as ``RuntimeError: ...
+    unexpected pos ...``; the recorded error (e.g. ENOSPC) says what happened.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    @property
+    def name(self) -> str:
+        return self._f.name
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _torch_save_into(obj: Any, f: Any) -> None:
+    out = _WriteErrorRecorder(f)
+    try:
+        torch.save(obj, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` through :func:`imdn_plugin.atomic.atomic_write` (temporary file, fsync, rename).
 
     A kill or a full disk during the write leaves any previous file at ``path``
-    untouched; readers never see a partial file under the final name.
+    untouched; readers never see a partial file under the final name.  A write
+    that fails (full disk, no permission) is a :class:`CheckpointError` naming
+    the file and the reason.
     """
-    atomic_write(path, lambda f: torch.save(obj, f))
+    try:
+        atomic_write(path, lambda f: _torch_save_into(obj, f))
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointError(
+            f"{path}: cannot be written ({reason}); nothing was written under that name, "
+            "the checkpoints already there are intact"
+        ) from None

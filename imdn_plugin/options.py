@@ -77,6 +77,30 @@ def check_dataset_paths(opt: Mapping[str, Any]) -> None:
                     raise ConfigError(f"datasets:{phase}:{key}: LMDB has no meta_info.txt: {path}")
 
 
+def check_loader_workers(opt: Mapping[str, Any]) -> None:
+    """``persistent_workers: true`` needs loader workers (torch refuses it with none, once the loader is built).
+
+    BasicSR's loaders use ``num_worker_per_gpu`` workers for the training set
+    and none for validation and test sets.
+    """
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if not isinstance(dataset, Mapping):
+            continue  # reported by check_dataset_paths
+        persistent = dataset.get("persistent_workers", False)
+        if persistent not in (True, False):
+            raise ConfigError(f"datasets:{phase}:persistent_workers: must be true or false, got {persistent!r}")
+        kind = dataset.get("phase", str(phase).split("_")[0])
+        workers = dataset.get("num_worker_per_gpu", 0) if kind == "train" else 0
+        if kind == "train" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
+            raise ConfigError(f"datasets:{phase}:num_worker_per_gpu: must be an integer >= 0, got {workers!r}")
+        if persistent and workers == 0:
+            why = "num_worker_per_gpu is 0" if kind == "train" else f"BasicSR loads {kind} sets without workers"
+            raise ConfigError(
+                f"datasets:{phase}:persistent_workers: true needs loader workers, but {why}; "
+                "set persistent_workers: false" + (" or num_worker_per_gpu > 0" if kind == "train" else "")
+            )
+
+
 def check_scale(opt: Mapping[str, Any]) -> None:
     scale = opt.get("scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
@@ -127,6 +151,7 @@ def validate_options(
     if "train" in opt:
         train_options(opt)
     check_dataset_paths(opt)
+    check_loader_workers(opt)
     pretrain = (opt.get("path") or {}).get("pretrain_network_g")
     if pretrain is not None and not os.path.isfile(pretrain):
         raise ConfigError(f"path:pretrain_network_g: file does not exist: {pretrain} (cwd: {os.getcwd()})")

@@ -20,6 +20,8 @@ tested through the pipelines (the plugin's or another package's):
   fresh run archives the previous contents into ``<name>_archived_<time>/``
   as BasicSR does, but by moving them out of the locked folder: a folder in
   use is never renamed.  ``--auto_resume``/``resume_state`` reuse it.
+* ``load_resume_state``: a training state without ``optimizers``/``schedulers``
+  is skipped by ``--auto_resume`` (the previous complete one is used).
 * ``PairedImageDataset`` reads images through :mod:`imdn_plugin.data.imageio`:
   grayscale, RGBA, palette and 16-bit files (16-bit keeps its precision), and
   an unreadable file is an error that names it (BasicSR fails with
@@ -147,10 +149,29 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         if not path:
             return None
         resume_state = load_checkpoint(path)
-    if not isinstance(resume_state, dict) or "iter" not in resume_state:
-        raise CheckpointError(f"{path}: not a BasicSR training state (no 'iter' key)")
+        problem = _state_problem(resume_state)
+        if problem:
+            raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
     check_resume(opt, resume_state["iter"])
     return resume_state
+
+
+#: What ``train_pipeline`` and ``BaseModel.resume_training`` read from a training state.
+_STATE_KEYS = {"epoch": int, "iter": int, "optimizers": list, "schedulers": list}
+
+
+def _state_problem(state: Any, expected_iter: Optional[int] = None) -> str:
+    """Why ``state`` cannot be resumed from ('' if it can)."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a dict"
+    for key, kind in _STATE_KEYS.items():
+        if key not in state:
+            return f"no '{key}' key"
+        if not isinstance(state[key], kind):
+            return f"'{key}' is a {type(state[key]).__name__}, not a {kind.__name__}"
+    if expected_iter is not None and state["iter"] != expected_iter:
+        return f"its 'iter' is {state['iter']}"
+    return ""
 
 
 def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[str, dict]]:
@@ -163,6 +184,9 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
         path = osp.join(state_dir, f"{it}.state")
         try:
             state = load_checkpoint(path)
+            problem = _state_problem(state, it)
+            if problem:
+                raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
             load_checkpoint(osp.join(models_dir, f"net_g_{it}.pth"))
         except CheckpointError as exc:
             logger.warning("auto_resume: skipping iteration %d: %s", it, exc)
