@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import imdn_plugin  # noqa: F401
@@ -97,7 +98,10 @@ def test_second_training_with_the_same_name_is_refused_and_renames_nothing(
     monkeypatch.chdir(tmp_path)
     exp = tmp_path / "experiments" / "lk"
     (exp / "models").mkdir(parents=True)
-    (exp / "models" / "net_g_4.pth").write_bytes(b"the live run's checkpoint")
+    (exp / "training_states").mkdir()
+    # The live run's checkpoint: what --auto_resume would pick up (and write after).
+    torch.save({"params": {}}, exp / "models" / "net_g_4.pth")
+    torch.save({"epoch": 0, "iter": 4, "optimizers": [], "schedulers": []}, exp / "training_states" / "4.state")
     proc = holder(exp)
     before = snapshot(exp)
     opt = write_opt(tmp_path, data, "lk", total_iter=2)
