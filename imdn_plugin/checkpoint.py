@@ -193,15 +193,15 @@ class _WriteErrorRecorder:
 
     torch reports a failed write of its zip writer as ``RuntimeError: ...
     unexpected pos ...``; the recorded error (e.g. ENOSPC) says what happened.
+    Everything else (``name``, ``fileno``, ...) is the file's.
     """
 
     def __init__(self, f: Any) -> None:
         self._f = f
         self.error: Optional[OSError] = None
 
-    @property
-    def name(self) -> str:
-        return self._f.name
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._f, attr)
 
     def write(self, data: Any) -> int:
         try:
