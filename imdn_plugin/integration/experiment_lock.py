@@ -10,6 +10,9 @@ mix their checkpoints.  :class:`ExperimentLock` prevents that:
 * the file holds a one-line JSON record (pid, host, start time, command) so
   that a refused run can say who holds the folder, and a run that takes over
   the lock of a dead one can say whose it was;
+* processes forked from the run (DataLoader workers) close their copy of the
+  lock file at once, so that they cannot keep the lock alive after the run
+  itself is killed;
 * where ``flock`` is unavailable (no ``fcntl``, or a filesystem that refuses
   it), the record alone decides: a live process on this host, or any record
   from another host, holds the folder (best effort, not atomic).
@@ -44,6 +47,26 @@ LOCK_NAME = ".imdn_lock"
 
 # flock's "someone else holds it" answers; anything else means "flock does not work here".
 _HELD_ERRNOS = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
+#: Lock file descriptors held by this process (closed in forked children, see below).
+_HELD_FDS: set[int] = set()
+
+
+def _close_in_forked_child() -> None:
+    # A fork shares the open file, and with it the flock: a DataLoader worker that
+    # outlives a SIGKILLed run would hold the folder. The child drops its copy (no
+    # truncation: the record is the parent's); the parent's lock is unaffected.
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_forked_child)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -111,6 +134,7 @@ class ExperimentLock:
                 os.close(fd)
                 raise
             self._fd = fd
+            _HELD_FDS.add(fd)
             return self
 
     def _flock(self, fd: int) -> bool:
@@ -152,6 +176,7 @@ class ExperimentLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD_FDS.discard(fd)
         try:
             os.ftruncate(fd, 0)
         except OSError:  # pragma: no cover - the folder went away

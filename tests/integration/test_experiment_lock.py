@@ -169,6 +169,31 @@ def test_lock_api_same_process_release_and_folder_creation(tmp_path: Path) -> No
         assert again.held and el.read_lock_record(folder)["command"] == "test"
 
 
+def test_forked_children_do_not_keep_the_lock(tmp_path: Path) -> None:
+    # DataLoader workers are forks of the run: if they kept the lock, a killed run's
+    # folder would stay locked until its workers noticed and exited.
+    lock = el.ExperimentLock(tmp_path / "f").acquire()
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the "worker": says it runs (fork hooks done), waits until the test is done
+        os.close(w)
+        os.write(ready_w, b"1")
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
+        os.close(lock._fd)  # the run dies (its descriptor goes), the worker lives on
+        lock._fd = None
+        el.ExperimentLock(tmp_path / "f").acquire().release()
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
+
+
 def test_without_flock_the_pid_record_decides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
