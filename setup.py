@@ -47,8 +47,15 @@ setup(
         "tensorboard",
         "tqdm",
         "numpy",
+        "safetensors",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # imdn_plugin.spandrel.install(): IMDN/IMDN_AS in spandrel (chaiNNer, traiNNer-redux, ...)
+        "spandrel": ["spandrel>=0.4", "safetensors"],
+        # basicsr export: onnxruntime checks every export against the torch forward
+        "onnx": ["onnx", "onnxruntime"],
+    },
     entry_points={
         "console_scripts": ["basicsr = imdn_plugin.cli:main"],
         # Plugins for the `basicsr` command: each entry is a callable that

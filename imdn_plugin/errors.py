@@ -21,5 +21,9 @@ class ImageReadError(PluginError):
     """An image file cannot be read or decoded."""
 
 
+class NonFiniteError(PluginError):
+    """A tensor that must be finite (weights, input pixels, network output) holds NaN or Inf."""
+
+
 class ExperimentInUseError(PluginError):
     """An experiment or results folder is held by another running ``basicsr`` process."""

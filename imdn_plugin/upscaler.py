@@ -21,11 +21,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .archs import IMDN, IMDN_AS
-from .checkpoint import describe, load_into, load_state_dict
+from .checkpoint import load_network
 from .data import imageio
 from .data.resize import imresize_to
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .inference.predictor import InferenceOptions, build_predictor
 
 logger = logging.getLogger(__name__)
@@ -57,13 +56,7 @@ class Upscaler:
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu"
         )
-        state = load_state_dict(weights, param_key)
-        spec = describe(state)
-        if spec is None:
-            raise CheckpointError(f"{weights}: not an IMDN or IMDN_AS checkpoint")
-        opt = spec.network_opt()
-        net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
-        load_into(net, state, source=weights)
+        net, spec = load_network(weights, param_key)
         if spec.type == "IMDN":
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(
@@ -83,13 +76,32 @@ class Upscaler:
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         return max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
 
-    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+    def _input(self, bgr: np.ndarray) -> torch.Tensor:
+        """The network input: RGB, NCHW, clamped to [0, 1], on the device (IMDN_AS: pre-scaled)."""
         h, w = bgr.shape[:2]
         if self.pre_scale != 1:
             bgr = imresize_to(bgr, self.output_size(h, w))
         x = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))).unsqueeze(0)
-        y = self.predict(x.clamp(0, 1).to(self.device))
-        return y[0].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+        return x.clamp_(0, 1).to(self.device)
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        """Float32 BGR ``H×W×3`` in [0, 1] -> float32 BGR of the output size, clamped to [0, 1]."""
+        with torch.inference_mode():  # the output is an inference tensor: clamp it in place
+            y = self.predict(self._input(bgr))[0].float().clamp_(0, 1)
+        return y.cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+
+    def upscale_uint8(self, bgr: np.ndarray) -> np.ndarray:
+        """Like :meth:`__call__` but returns the 8-bit result (``round(255·y)``, uint8 BGR).
+
+        Tiles are quantised as they are produced, so a tiled image never exists in
+        float: the output costs 1 byte per value instead of 4 (and its copies).
+        """
+        x = self._input(bgr)
+        out_ch = self.spec.num_out_ch
+        s = self.spec.scale
+        out = torch.empty((1, out_ch, s * x.shape[-2], s * x.shape[-1]), dtype=torch.uint8)
+        self.predict(x, out=out)
+        return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()[:, :, ::-1])
 
     def upscale(self, img: imageio.Image) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """``(bgr, alpha)`` of a decoded image: the network's output and the bicubic-resized alpha."""
@@ -103,5 +115,9 @@ class Upscaler:
         """Read an image file, upscale it and return PNG bytes of the same form
         (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept)."""
         img = imageio.read(src)
+        if img.channels == 3 and img.bit_depth == 8:  # the common case: 8-bit all the way (less memory)
+            bgr = img.bgr
+            del img
+            return imageio.png_bytes(self.upscale_uint8(bgr), compress_level=None)
         sr, alpha = self.upscale(img)
         return imageio.encode_png(sr, alpha, bit_depth=16 if img.bit_depth == 16 else 8, gray=img.channels in (1, 2))

@@ -5,9 +5,12 @@ replaces function attributes of BasicSR's modules; no file of BasicSR is
 edited.  Each fix, and how it differs from BasicSR for any model trained or
 tested through the pipelines (the plugin's or another package's):
 
-* ``parse_options`` is followed by :func:`imdn_plugin.options.validate_options`,
-  so a typo in ``network_g`` or a missing dataset folder stops the run before
-  any work, with one line naming the key.
+* ``parse_options`` is :func:`.parse.parse_options`: the same flags and keys,
+  but option files and ``--force_yml`` values are read as data (a safe YAML
+  loader; BasicSR's runs ``!!python/object/apply`` tags and evaluates
+  ``--force_yml`` values), and :func:`imdn_plugin.options.validate_options`
+  checks the result, so a typo in ``network_g`` or a missing dataset folder
+  stops the run before any work, with one line naming the file and the key.
 * ``init_dist`` works without CUDA (gloo), so ``--launcher pytorch`` runs on CPU.
 * ``load_resume_state`` loads onto the CPU (BasicSR calls
   ``torch.cuda.current_device()`` unconditionally), with ``weights_only=True``,
@@ -61,9 +64,11 @@ def patch_pipelines() -> None:
     import basicsr.train
     import basicsr.utils.options
 
-    for module in (basicsr.train, basicsr.test):
+    from .parse import parse_options
+
+    for module in (basicsr.train, basicsr.test, basicsr.utils.options):
         if not getattr(module.parse_options, _PATCH_FLAG, False):
-            module.parse_options = _validated(module.parse_options)
+            module.parse_options = _flag(parse_options)
     if not getattr(basicsr.utils.options.init_dist, _PATCH_FLAG, False):
         basicsr.utils.options.init_dist = init_dist
     import basicsr.data.paired_image_dataset as paired
@@ -85,20 +90,6 @@ def patch_pipelines() -> None:
 def _flag(func: Any) -> Any:
     setattr(func, _PATCH_FLAG, True)
     return func
-
-
-def _validated(parse_options: Any) -> Any:
-    from ..inference.predictor import InferenceOptions
-    from ..options import validate_options
-    from . import lookup_arch
-
-    @_flag
-    def parse_and_validate(root_path: str, is_train: bool = True):
-        opt, args = parse_options(root_path, is_train=is_train)
-        validate_options(opt, lookup_arch, InferenceOptions.from_dict)
-        return opt, args
-
-    return parse_and_validate
 
 
 @_flag

@@ -13,8 +13,6 @@ import yaml
 
 import imdn_plugin.atomic
 from imdn_plugin.cli import main
-from imdn_plugin.errors import ConfigError
-from imdn_plugin.options import check_loader_workers
 from tests.integration.test_experiment_lock import fresh_basicsr_logger  # noqa: F401  (autouse fixture)
 from tests.integration.test_training import write_opt
 
@@ -116,18 +114,3 @@ def test_persistent_workers_without_workers_is_refused_before_work(
     line = error_line(capsys)
     assert "datasets:train:persistent_workers: true needs loader workers, but num_worker_per_gpu is 0" in line
     assert not (tmp_path / "experiments").exists()
-
-
-@pytest.mark.parametrize(
-    "datasets, expected",
-    [
-        ({"val_1": {"persistent_workers": True}}, "datasets:val_1:persistent_workers: true needs loader workers, but BasicSR loads val sets without workers"),
-        ({"train": {"persistent_workers": "yes", "num_worker_per_gpu": 2}}, "datasets:train:persistent_workers: must be true or false, got 'yes'"),
-        ({"train": {"num_worker_per_gpu": -1}}, "datasets:train:num_worker_per_gpu: must be an integer >= 0, got -1"),
-    ],
-)
-def test_loader_worker_options(datasets: dict, expected: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        check_loader_workers({"datasets": datasets})
-    assert expected in str(err.value)
-    check_loader_workers({"datasets": {"train": {"persistent_workers": True, "num_worker_per_gpu": 2}}})
