@@ -331,14 +331,59 @@ def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None], overwrite: 
         ) from None
 
 
+class _WriteErrorRecorder:
+    """The file ``torch.save`` writes into, remembering an ``OSError`` of a write.
+
+    torch reports a failed write of its zip writer as ``RuntimeError: ...
+    unexpected pos ...``; the recorded error (e.g. ENOSPC) says what happened.
+    Everything else (``name``, ``fileno``, ...) is the file's.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._f, attr)
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _torch_save_into(obj: Any, f: Any) -> None:
+    out = _WriteErrorRecorder(f)
+    try:
+        torch.save(obj, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
+
+
 def atomic_torch_save(obj: Any, path: PathLike, *, overwrite: bool = True) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename.
 
     A kill or a full disk during the write leaves any previous file at ``path``
     untouched; readers never see a partial file under the final name. The file
     mode follows the umask. ``overwrite=False`` refuses an existing ``path``.
+    A failed write (full disk, no permission) is a :class:`CheckpointError`
+    naming the file and the reason.
     """
-    _atomic_write(path, lambda f: torch.save(obj, f), overwrite)
+    try:
+        _atomic_write(path, lambda f: _torch_save_into(obj, f), overwrite)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointError(
+            f"{path}: cannot be written ({reason}); nothing was written under that name, "
+            "the checkpoints already there are intact"
+        ) from None
 
 
 def _tensors_for_safetensors(state: Mapping[str, Any], source: str, seen: set[int]) -> dict[str, torch.Tensor]:

@@ -27,3 +27,7 @@ class InferenceError(PluginError):
 
 class NonFiniteError(InferenceError):
     """A network output (or another tensor that must be finite) holds NaN or Inf."""
+
+
+class ExperimentInUseError(PluginError):
+    """An experiment or results folder is held by another running ``basicsr`` process."""

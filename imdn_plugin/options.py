@@ -409,6 +409,26 @@ def check_dataset_paths(opt: Mapping[str, Any]) -> None:
                     raise ConfigError(f"datasets:{phase}:{key}: not an LMDB (no data.mdb): {given}")
                 if not os.path.isfile(os.path.join(path, "meta_info.txt")):
                     raise ConfigError(f"datasets:{phase}:{key}: LMDB has no meta_info.txt: {given}")
+                check_lmdb_readable(f"datasets:{phase}:{key}", path)
+
+
+def check_lmdb_readable(where: str, path: str) -> None:
+    """``data.mdb`` is whole and holds every ``meta_info.txt`` key (:func:`imdn_plugin.data.lmdb.check_lmdb_keys`).
+
+    A truncated ``data.mdb`` would otherwise kill training with SIGBUS and no
+    message, and a missing key stop it only when a batch needs that key.
+    """
+    import lmdb
+
+    from .data.lmdb import check_lmdb_keys
+
+    try:
+        check_lmdb_keys(path)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except lmdb.Error as exc:  # py-lmdb opens a path once per process: an earlier run here holds it open
+        if "already open" not in str(exc):
+            raise ConfigError(f"{where}: {path}: not a readable LMDB ({exc})") from None
 
 
 def check_scale(opt: Mapping[str, Any]) -> None:

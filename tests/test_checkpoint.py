@@ -147,7 +147,7 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path, monkeypatch:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"net\.pth: cannot be written \(No space left on device\)"):
         atomic_torch_save({"v": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["v"], torch.ones(3))
