@@ -24,3 +24,19 @@ def reference() -> Path:
     if not (REFERENCE / "checkpoints").is_dir():
         pytest.skip(f"reference data not found at {REFERENCE} (authors' weights and Set5 are not redistributed)")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``HR/`` (four 32x32 noise images) and ``LR/`` (their 8x8 area-downscaled versions), x4 pairs."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("tiny_pairs")
+    for sub in ("HR", "LR"):
+        (root / sub).mkdir()
+    for i in range(4):
+        img = np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "HR" / f"{i}.png"), img)
+        cv2.imwrite(str(root / "LR" / f"{i}.png"), cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA))
+    return root

@@ -33,6 +33,7 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import pid_alive
 from ..errors import ImageReadError
 from .imageio import (
     DEFAULT_COMPRESS_LEVEL,
@@ -81,17 +82,6 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return h, w
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
 
 def remove_stale_temporaries(target: PathLike) -> None:
     """Remove ``<target>.tmp-<pid>`` / ``.old-<pid>`` left by runs that died (their pid is gone)."""
@@ -103,7 +93,7 @@ def remove_stale_temporaries(target: PathLike) -> None:
         if not m or p.name[: m.start()] != target.name:
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             logger.warning("%s: left alone, process %d that may be writing it is still running", p, pid)
             continue
         logger.info("removing stale temporary %s", p)

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
+from ..atomic import pid_alive
 from ..errors import ExperimentInUseError
 
 try:
@@ -68,17 +69,6 @@ def _close_in_forked_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_in_forked_child)
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, OverflowError):
-        return False
-    return True
 
 
 def _describe(record: dict) -> str:
@@ -162,7 +152,7 @@ class ExperimentLock:
             return
         if record.get("host") != socket.gethostname():
             raise self._in_use(record, f"; if no run uses it, delete {self.path}")
-        if isinstance(record.get("pid"), int) and _pid_alive(record["pid"]):
+        if isinstance(record.get("pid"), int) and pid_alive(record["pid"]):
             raise self._in_use(record)
 
     def _in_use(self, record: dict, hint: str = "") -> ExperimentInUseError:

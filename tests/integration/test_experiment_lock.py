@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -51,15 +49,8 @@ def fresh_basicsr_logger():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("lockdata")
-    for sub in ("HR", "LR"):
-        (root / sub).mkdir()
-    for i in range(4):
-        img = np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        cv2.imwrite(str(root / "HR" / f"{i}.png"), img)
-        cv2.imwrite(str(root / "LR" / f"{i}.png"), cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA))
-    return root
+def data(tiny_pairs: Path) -> Path:
+    return tiny_pairs
 
 
 @pytest.fixture
