@@ -297,7 +297,7 @@ def check_lmdb_keys(lmdb_path: PathLike, keys: Optional[Iterable[str]] = None) -
 
     Cheap enough for every training start: the size check reads the two
     header pages, the key walk reads the tree's branch and leaf pages but no
-    value (0.08-0.17 s for 32,000 keys, DIV2K's sub-image count, on a busy
+    value (0.04-0.17 s for 32,000 keys, DIV2K's sub-image count, on a shared
     2-core machine).  The keys are those BasicSR will read
     (:func:`basicsr_keys`).  Returns the number of keys checked.
 
