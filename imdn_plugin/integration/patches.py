@@ -203,6 +203,7 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
 # ---------------------------------------------------------------------------- one run per folder
 #: The folders this process holds for the pipeline run in progress (by real path).
 _RUN_LOCKS: dict[str, ExperimentLock] = {}
+_RELEASE_FLAG = "_imdn_plugin_releases_locks"
 
 
 def _patch_run_folders() -> None:
@@ -213,7 +214,8 @@ def _patch_run_folders() -> None:
     for module, pipeline in ((basicsr.train, "train_pipeline"), (basicsr.test, "test_pipeline")):
         if not getattr(module.make_exp_dirs, _PATCH_FLAG, False):
             module.make_exp_dirs = make_exp_dirs
-        if not getattr(getattr(module, pipeline), _PATCH_FLAG, False):
+        # Its own flag: the training pipeline is also wrapped for the progress output.
+        if not getattr(getattr(module, pipeline), _RELEASE_FLAG, False):
             setattr(module, pipeline, _releasing_locks(getattr(module, pipeline)))
 
 
@@ -251,6 +253,8 @@ def _releasing_locks(pipeline: Any) -> Any:
             release_run_locks()
 
     run_pipeline.__name__ = run_pipeline.__qualname__ = pipeline.__name__
+    setattr(run_pipeline, _RELEASE_FLAG, True)
+    run_pipeline.__wrapped__ = pipeline  # type: ignore[attr-defined]
     return run_pipeline
 
 
