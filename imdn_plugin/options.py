@@ -508,6 +508,14 @@ def train_options(opt: Mapping[str, Any]) -> tuple[bool, Optional[str]]:
     return channels_last, amp
 
 
+def save_safetensors_option(opt: Mapping[str, Any]) -> bool:
+    """``logger: {save_safetensors: true}``: every saved network also as ``.safetensors`` (checked)."""
+    value = (opt.get("logger") or {}).get("save_safetensors", False)
+    if value not in (True, False):
+        raise ConfigError(f"logger:save_safetensors: must be true or false, got {value!r}")
+    return value
+
+
 def _cuda_in_use(opt: Mapping[str, Any]) -> bool:
     import torch
 
@@ -542,6 +550,8 @@ def validate_options(
         check_inference(opt.get("inference"))
     if "train" in opt:
         train_options(opt)
+    if isinstance(opt.get("logger"), Mapping):
+        save_safetensors_option(opt)
     if check_paths:
         check_dataset_paths(opt)
         check_pretrained(opt, lookup_arch)

@@ -11,7 +11,8 @@ Training is ``SRModel``'s.  What changes, each in a narrow override:
 * ``optimize_parameters``: options ``train: {channels_last, amp}`` and a stop on
   a non-finite loss before the weights are updated.
 * ``model_to_device``: ``DistributedDataParallel`` also on CPU (gloo).
-* ``save_network`` / ``save_training_state``: atomic writes; the training state
+* ``save_network`` / ``save_training_state``: atomic writes (networks also as
+  ``.safetensors`` with ``logger: {save_safetensors: true}``); the training state
   also carries the RNG states so a resumed run continues the same streams.
 * ``nondist_validation``: with a TensorBoard logger (``logger: use_tb_logger``),
   the first image of each validation set is also written as a bicubic | output |
@@ -31,10 +32,10 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..checkpoint import atomic_torch_save, load_into, load_state_dict
+from ..checkpoint import atomic_torch_save, load_into, load_state_dict, save_network_file
 from ..errors import PluginError
 from ..inference.predictor import InferenceOptions, build_predictor
-from ..options import check_network_opt, train_options
+from ..options import check_network_opt, save_safetensors_option, train_options
 from .exact_resume import rng_state, set_rng_state
 from .progress import comparison_image, sample_tag
 
@@ -146,7 +147,10 @@ class IMDNModel(SRModel):
             raise ValueError("save_network: one param_key per network is needed")
         save = {k: {n: t.detach().cpu() for n, t in self.get_bare_model(m).state_dict().items()} for m, k in zip(nets, keys)}
         name = f"{net_label}_{'latest' if current_iter == -1 else current_iter}.pth"
-        atomic_torch_save(save, os.path.join(self.opt["path"]["models"], name))
+        path = os.path.join(self.opt["path"]["models"], name)
+        atomic_torch_save(save, path)  # the .pth stays: BasicSR's resume reads it
+        if save_safetensors_option(self.opt):  # for spandrel / traiNNer-redux style tools
+            save_network_file(save, os.path.splitext(path)[0] + ".safetensors", overwrite=True)
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:

@@ -125,3 +125,28 @@ def test_amp_options_are_checked() -> None:
     model.feed_data({"lq": torch.rand(1, 3, 8, 8), "gt": torch.rand(1, 3, 16, 16)})
     model.optimize_parameters(1)
     assert np.isfinite(model.log_dict["l_pix"])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_save_network_writes_safetensors_on_request(tmp_path: Path, enabled: bool) -> None:
+    from imdn_plugin.checkpoint import load_state_dict
+
+    model = make_model({"type": "IMDN", "upscale": 2, **SMALL}, path={"models": str(tmp_path)})
+    model.opt["logger"] = {"save_safetensors": enabled}
+    model.save_network(model.net_g, "net_g", 7)
+    expected = {k: v.cpu() for k, v in model.get_bare_model(model.net_g).state_dict().items()}
+    from_pth = load_state_dict(tmp_path / "net_g_7.pth")
+    assert all(torch.equal(from_pth[k], v) for k, v in expected.items())
+    st = tmp_path / "net_g_7.safetensors"
+    assert st.exists() == enabled
+    if enabled:
+        from_st = load_state_dict(st)
+        assert from_st.keys() == expected.keys() and all(torch.equal(from_st[k], v) for k, v in expected.items())
+
+
+def test_save_safetensors_option_is_checked() -> None:
+    from imdn_plugin.errors import ConfigError
+    from imdn_plugin.options import save_safetensors_option
+
+    with pytest.raises(ConfigError, match="logger:save_safetensors: must be true or false, got 'yes'"):
+        save_safetensors_option({"logger": {"save_safetensors": "yes"}})
