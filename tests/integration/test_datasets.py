@@ -14,6 +14,7 @@ import pytest
 import torch
 from basicsr.utils.matlab_functions import imresize
 
+from imdn_plugin.data.resize import imresize_to
 from imdn_plugin.errors import ConfigError
 from imdn_plugin.integration.datasets import AnyScalePairedDataset
 
@@ -75,6 +76,21 @@ def test_training_patch_is_degraded_after_cropping(gt_folder: Path, augment: boo
             assert len(hits) == 1
         # ... whose LR is that window degraded (flips and transposes commute with the resize)
         assert torch.allclose(item["lq"], rgb_chw(degraded(gt, 2)), atol=ATOL)
+
+
+def test_a_scale_range_draws_a_factor_per_sample(gt_folder: Path) -> None:
+    """``scale: [1.5, 4]``: each training sample is degraded through its own LR size, 5..13 for 20x20."""
+    ds = dataset(dataroot_gt=str(gt_folder), scale=[1.5, 4.0], phase="train", gt_size=20)
+    torch.manual_seed(1)
+    sizes = []
+    for _ in range(12):
+        item = ds[1]
+        gt = item["gt"].numpy().transpose(1, 2, 0)[:, :, ::-1]
+        lq = item["lq"].numpy().transpose(1, 2, 0)[:, :, ::-1]
+        found = [m for m in range(2, 20) if np.abs(np.clip(imresize_to(imresize_to(gt, (m, m)), (20, 20)), 0, 1) - lq).max() < ATOL]
+        assert len(found) == 1, found
+        sizes.append(found[0])
+    assert set(sizes) <= set(range(5, 14)) and len(set(sizes)) >= 4, sizes
 
 
 def test_lr_files_are_upscaled_to_the_gt_size(gt_folder: Path, tmp_path: Path) -> None:
