@@ -100,7 +100,8 @@ def basicsr_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     A subprocess costs 5-9 s of imports; in-process runs cost what the work costs.  BasicSR's
     pipeline parses ``sys.argv`` (restored) and sets up its 'basicsr' logger once per process
-    (reset around every run, so each run writes its own log file, and its handlers are closed).
+    (reset around every run, so each run writes its own log file, and its handlers are closed);
+    the command's malloc setting is turned off (``IMDN_MALLOC=default``) for the test process.
     """
     import logging
     import sys
@@ -113,6 +114,7 @@ def basicsr_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     before = (list(log.handlers), log.level, log.propagate, "basicsr" in basicsr_logger.initialized_logger)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setenv("IMDN_MALLOC", "default")  # `basicsr test` would change this process's malloc
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
