@@ -1,6 +1,6 @@
 """``basicsr infer``: detection from the checkpoint, image kinds, folders with bad files,
 collisions decided before any work, non-finite values, huge images, --recursive, EXIF,
-progress."""
+progress, output pixels equal to the network's, the ACS padding and tile overlap defaults."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from imdn_plugin import Upscaler
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.cli.infer import main as infer_main
+from imdn_plugin.inference import InferenceOptions, acs_forward, build_predictor, tiled_forward
+from imdn_plugin.inference.cropping import acs_patch_size
+from imdn_plugin.inference.fast import make_fast_forward
+from tests.helpers import banded, sensitive
 
 
 @pytest.fixture()
@@ -401,3 +406,107 @@ def test_names_differing_only_in_case_are_one_output(tmp_path: Path, monkeypatch
     write_images(d, ["Photo.jpg", "photo.png"])
     rc, err = run_cli(["-i", str(d), "-o", str(out), "--weights", MISSING], monkeypatch, capsys)
     assert rc == 2 and "1 output name(s) would be written by several inputs" in error_line(err)
+
+
+# --------------------------------------------------------------------------- pixels and defaults
+#
+# The outputs of `basicsr infer` compared with the network's own output, computed here
+# from the decoded file: RGB order into the network, round(x * 255) / round(x * 65535).
+
+
+def save_bare(net: torch.nn.Module, path: Path) -> Path:
+    torch.save(net.state_dict(), path)  # the authors' form: a bare state dict
+    return path
+
+
+def as_network_input(path: Path) -> tuple[torch.Tensor, float, bool]:
+    """``(RGB NCHW in [0, 1], max value, gray)`` of an image file, decoded independently of the plugin."""
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    maxval = 65535.0 if arr.dtype == np.uint16 else 255.0
+    gray = arr.ndim == 2
+    bgr = np.repeat(arr[:, :, None], 3, axis=2) if gray else arr
+    rgb = bgr[:, :, ::-1].astype(np.float32) / maxval
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None], maxval, gray
+
+
+def to_pixels(y: torch.Tensor, maxval: float, gray: bool) -> np.ndarray:
+    """Network output (RGB NCHW) -> the integer pixels of the PNG infer writes."""
+    bgr = y[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1].astype(np.float64)
+    img = bgr.mean(axis=2) if gray else bgr
+    return np.round(img * maxval)
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float64)
+
+
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "rgb16", "gray8"])
+def test_output_pixels_are_the_networks_rgb_output(kind: str, tmp_path: Path, one_thread) -> None:
+    net = sensitive(lambda: IMDN(num_feat=16, num_block=1, upscale=2))
+    weights = save_bare(net, tmp_path / "x2.pth")
+    rng = np.random.default_rng(3)
+    shape, dtype = {"rgb8": ((14, 11, 3), np.uint8), "rgb16": ((9, 12, 3), np.uint16), "gray8": ((10, 13), np.uint8)}[kind]
+    smooth = cv2.GaussianBlur(rng.random(shape), (3, 3), 0)  # channels differ
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), (smooth * np.iinfo(dtype).max).round().astype(dtype))
+    # on the CPU, as the expected values below (exact equality is asked of most pixels)
+    assert infer_main(["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q", "--device", "cpu"]) == 0
+    got = read_pixels(tmp_path / "o" / "in.png")
+
+    x, maxval, gray = as_network_input(src)
+    predict = build_predictor(net, InferenceOptions())
+    expected = to_pixels(predict(x), maxval, gray)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1 and (got == expected).mean() > 0.99
+    assert 0 < expected.mean() < maxval  # not clamped flat
+    if not gray:  # the test can tell the channel orders apart
+        swapped = to_pixels(predict(x.flip(1)).flip(1), maxval, gray)
+        assert np.abs(swapped - expected).max() > maxval / 20
+
+
+def test_acs_padding_default_is_32(tmp_path: Path, one_thread) -> None:
+    net = sensitive(lambda: IMDN_AS(num_feat=16, num_block=1))
+    weights = save_bare(net, tmp_path / "as.pth")
+    src = tmp_path / "odd.png"  # sides not divisible by 4, large enough for ACS patches
+    # rows 58-63 lie inside the top ACS patches with padding 32 (64 rows), outside with 28 (60 rows)
+    cv2.imwrite(str(src), banded(70, 75, 4, np.s_[58:64, :]))
+    x, maxval, _ = as_network_input(src)
+    assert acs_patch_size(70, 32) <= 70 and acs_patch_size(75, 32) <= 75  # real ACS, not the padding fallback
+    forward = make_fast_forward(net)
+    expected = {p: to_pixels(acs_forward(forward, x, padding=p), maxval, False) for p in (32, 28)}
+    assert np.abs(expected[32] - expected[28]).max() > 50  # the padding shows in the pixels
+
+    assert infer_main(["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q"]) == 0
+    assert np.abs(read_pixels(tmp_path / "o" / "odd.png") - expected[32]).max() <= 1
+    # The public Upscaler without options: the same default.
+    bgr = cv2.imread(str(src), cv2.IMREAD_UNCHANGED).astype(np.float32) / 65535
+    up = Upscaler(weights, device="cpu")(bgr)
+    assert np.abs(np.round(up * 65535) - expected[32]).max() <= 1
+
+
+def test_tile_overlap_default_is_32(tmp_path: Path, one_thread) -> None:
+    net = sensitive(lambda: IMDN(num_feat=16, num_block=1, upscale=2))
+    weights = save_bare(net, tmp_path / "x2.pth")
+    src = tmp_path / "big.png"
+    # Bands along the top and left: rows/columns 40-47 come from a window starting at 0 (with the
+    # band) for overlap 24, from one starting at 8 (without) for overlap 32.
+    cv2.imwrite(str(src), banded(100, 90, 5, np.s_[:6, :], np.s_[:, :6]))
+    x, maxval, _ = as_network_input(src)
+    forward = make_fast_forward(net)
+    # Per-tile CCA statistics depend on how far each tile reaches: the overlap shows in the pixels.
+    expected = {
+        o: to_pixels(tiled_forward(forward, x, scale=2, tile=72, overlap=o, batch=4, multiple=1), maxval, False)
+        for o in (32, 24)
+    }
+    assert np.abs(expected[32] - expected[24]).max() > 100
+    args = ["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q", "--tile", "72", "--tile-stats", "local"]
+    assert infer_main(args) == 0
+    assert np.abs(read_pixels(tmp_path / "o" / "big.png") - expected[32]).max() <= 1
