@@ -32,7 +32,12 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..checkpoint import atomic_torch_save, load_into, load_state_dict, save_network_file
+from ..checkpoint import (
+    atomic_torch_save,
+    load_into,
+    load_state_dict,
+    save_network_file,
+)
 from ..errors import PluginError
 from ..inference.predictor import InferenceOptions, build_predictor
 from ..options import check_network_opt, save_safetensors_option, train_options

@@ -17,7 +17,12 @@ import torch
 from imdn_plugin import Upscaler
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.cli.infer import main as infer_main
-from imdn_plugin.inference import InferenceOptions, acs_forward, build_predictor, tiled_forward
+from imdn_plugin.inference import (
+    InferenceOptions,
+    acs_forward,
+    build_predictor,
+    tiled_forward,
+)
 from imdn_plugin.inference.cropping import acs_patch_size
 from imdn_plugin.inference.fast import make_fast_forward
 from tests.helpers import banded, sensitive

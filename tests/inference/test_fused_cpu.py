@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.inference import fast as fast_mod
 from imdn_plugin.inference.fast import make_fast_forward
-from imdn_plugin.inference.fused_cpu import SELF_CHECK_ATOL, FusedIMDNPlan, mkldnn_fusion_available, self_check
+from imdn_plugin.inference.fused_cpu import (
+    SELF_CHECK_ATOL,
+    FusedIMDNPlan,
+    mkldnn_fusion_available,
+    self_check,
+)
 
 pytestmark = pytest.mark.skipif(not mkldnn_fusion_available(), reason="this PyTorch has no oneDNN fused convolutions")
 

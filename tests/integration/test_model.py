@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import imdn_plugin
-from imdn_plugin.errors import CheckpointError, ConfigError
 from imdn_plugin.archs import IMDN_AS
+from imdn_plugin.errors import CheckpointError, ConfigError
 from imdn_plugin.inference import acs_forward
 from imdn_plugin.inference.fast import make_fast_forward
 from tests.helpers import banded, sensitive
