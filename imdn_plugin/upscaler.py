@@ -41,7 +41,8 @@ class Upscaler:
         weights: Checkpoint file (BasicSR ``params``/``params_ema`` file or a bare
             state dict such as the authors' releases).
         scale: IMDN_AS: the factor (>= 1, default 1); IMDN: must match its own or be None.
-        options: How images go through the network (default :class:`InferenceOptions`).
+        options: How images go through the network (default:
+            ``InferenceOptions(precision="auto")``: bf16 on a CPU with AMX, else fp32).
         device: Default: CUDA when available, else CPU.
         param_key: Key inside BasicSR files.
     """
@@ -54,7 +55,7 @@ class Upscaler:
         device: Union[torch.device, str, None] = None,
         param_key: str = "params",
     ) -> None:
-        options = options or InferenceOptions()
+        options = options or InferenceOptions(precision="auto")
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu"
         )

@@ -7,7 +7,14 @@ For every case it measures, side by side on the same machine and input:
     from the paper (Hui et al., ACM MM 2019, §3, Figs. 2–3, Eq. 5) with its own
     small module classes, loading the same weights by parameter name; and
 (b) **fast** — :func:`imdn_plugin.inference.make_fast_forward` on
-    :class:`imdn_plugin.archs.IMDN` / ``IMDN_AS`` (the project's fastest path).
+    :class:`imdn_plugin.archs.IMDN` / ``IMDN_AS`` (the project's fastest path),
+    and with ``--variants`` further rows against the same reference:
+    ``bf16-plan`` (the project's bf16 CPU plan, ``precision="bf16"``),
+    ``ort-fp32`` / ``ort-bf16`` (ONNX Runtime, CPU) and ``ov-fp32`` /
+    ``ov-bf16`` (OpenVINO, CPU, static input shape), on an ONNX export of the
+    same network (``torch.onnx.export``, dynamic N/H/W).  The ONNX Runtime and
+    OpenVINO rows run when those packages are importable and are otherwise
+    listed as skipped with the reason; they cover the whole-image cases.
 
 It checks that the outputs agree (fp32: max abs diff <= 1e-4; fp16/bf16: the max
 diff and the PSNR change against the ground truth are reported), warms up,
@@ -15,7 +22,10 @@ times both interleaved (ABBA order), and prints one markdown table: median and
 inter-quartile range of the time per image, the speed-up (median of the paired
 per-round ratios), GFLOP per image (``torch.utils.flop_counter``), GFLOP/s and
 the fraction of a 4096×4096 fp32 matmul's GFLOP/s measured in the same run
-(the machine's practical limit), and the peak memory of one forward (CPU: the
+(the machine's practical limit), the precision each row ran in (requested and,
+where a backend can fall back, effective), the Set5 Y-PSNR of each row's
+network at its precision (IMDN cases, when the reference data and the authors'
+weights are there; as ``basicsr test`` computes it), and the peak memory of one forward (CPU: the
 peak-RSS growth in a fresh subprocess per case and path, high-water mark reset
 right before the forward and read back as ``VmHWM`` — ``ru_maxrss`` is only the
 fallback, since a child inherits its parent's peak on Linux; CUDA:
@@ -27,6 +37,7 @@ Examples::
     python scripts/benchmark.py --quick               # smoke run (small inputs, no memory probes)
     python scripts/benchmark.py --cases x4,as-tiled --repeats 20
     python scripts/benchmark.py --device cuda --precision fp16
+    python scripts/benchmark.py --variants all --cases x2,x3,x4 --processes 2   # + bf16 plan, ONNX Runtime, OpenVINO
 
 The exit status is 1 if an fp32 comparison exceeds the tolerance.
 """
@@ -41,7 +52,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -55,7 +68,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from imdn_plugin.archs import IMDN, IMDN_AS  # noqa: E402
-from imdn_plugin.inference.fast import make_fast_forward  # noqa: E402
+from imdn_plugin.inference.fast import PRECISIONS, make_fast_forward  # noqa: E402
 
 try:  # written in parallel with this script; the ACS / tile rows are skipped without it
     from imdn_plugin.inference import cropping as _cropping  # noqa: E402
@@ -68,6 +81,8 @@ else:
 
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 FP32_TOL = 1e-4
+#: Rows that can be timed against the reference (``--variants``); ``fast`` is the default.
+VARIANTS = ("fast", "bf16-plan", "ort-fp32", "ort-bf16", "ov-fp32", "ov-bf16")
 QUIET_SHARE = 0.9  # CPU share above which a timed call counts as undisturbed
 # glibc settings of --allocator no-trim: freed memory stays with the process (no trimming of
 # the heap top, large blocks from the heap instead of fresh mmaps), so a reused buffer costs no
@@ -311,19 +326,155 @@ def reference_forward(ref: nn.Module) -> Callable[[Tensor], Tensor]:
     return run
 
 
-def build_paths(case: Case, args: argparse.Namespace, device: torch.device) -> dict:
+# =========================================================================== variants (the timed rows)
+
+
+class Skip(Exception):
+    """A variant that cannot run here; the message says why (it is printed in the notes)."""
+
+
+@dataclass
+class Built:
+    """One timed variant of a case."""
+
+    run: Callable[[Tensor], Tensor]  # the case's strategy around the forward
+    forward: Callable[[Tensor], Tensor]  # the bare whole-image forward (for Set5)
+    path: str  # code path / backend
+    precision: str  # what it computed in (requested → effective where a backend can fall back)
+    build_s: float
+    fp32: bool  # held to the fp32 tolerance
+
+
+def _plugin_precision(fast: object) -> str:
+    plan = getattr(fast, "plan", None)
+    precision = str(getattr(fast, "precision", "?"))
+    if fast.path == "fused-cpu-bf16" and getattr(plan, "emulated", False):
+        return "bf16 (fp32 kernels on bf16 values: no native bf16 here)"
+    if fast.path in ("eager", "compiled") and precision in ("bf16", "fp16"):
+        return f"{precision} (autocast)"
+    return precision
+
+
+def export_onnx(net: nn.Module, folder: Path, name: str) -> Path:
+    """The network as ONNX with dynamic N/H/W (TorchScript exporter; the dynamo one if that fails)."""
+    path = folder / f"{name}.onnx"
+    x = torch.rand(1, 3, 32, 32)
+    axes = {"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "oh", 3: "ow"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["lr"], output_names=["sr"],
+                              dynamic_axes=axes, opset_version=17)  # fmt: skip
+        except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter
+            h, w = torch.export.Dim("h", min=4, max=8192), torch.export.Dim("w", min=4, max=8192)
+            n = torch.export.Dim("n", min=1, max=64)
+            torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["lr"], output_names=["sr"],
+                              dynamic_shapes={"x": {0: n, 2: h, 3: w}})  # fmt: skip
+    return path
+
+
+def _numpy_forward(call: Callable[[object], object]) -> Callable[[Tensor], Tensor]:
+    def run(x: Tensor) -> Tensor:
+        return torch.from_numpy(call(x.detach().float().contiguous().cpu().numpy()))
+
+    return run
+
+
+def ort_forward(onnx_file: Path, threads: int) -> Callable[[Tensor], Tensor]:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return _numpy_forward(lambda a: session.run(None, {name: a})[0])
+
+
+def ov_forward(onnx_file: Path, hint: str, threads: int, shape: Optional[tuple[int, ...]]) -> tuple[Callable[[Tensor], Tensor], str]:
+    """OpenVINO CPU forward (static ``shape`` if given, else dynamic) and its effective inference precision."""
+    import openvino as ov  # noqa: PLC0415
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_file))
+    if shape is not None:
+        model.reshape({model.inputs[0].get_any_name(): list(shape)})
+    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    compiled = core.compile_model(model, "CPU", config)
+    prop = compiled.get_property("INFERENCE_PRECISION_HINT")
+    effective = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)  # "f32", "bf16"
+    request = compiled.create_infer_request()
+    return _numpy_forward(lambda a: request.infer({0: a})[0].copy()), effective
+
+
+def build_variant(
+    case: Case, variant: str, net: nn.Module, args: argparse.Namespace, device: torch.device,
+    shape: tuple[int, ...], onnx_file: Optional[Path],
+) -> Built:  # fmt: skip
+    """Build one timed row; raises :class:`Skip` with the reason where it cannot run here."""
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    if variant in ("fast", "bf16-plan"):
+        if variant == "bf16-plan" and device.type != "cpu":
+            raise Skip("the bf16 plan is a CPU path")
+        fast = make_fast_forward(net, compile=args.compile and variant == "fast",
+                                 precision=args.precision if variant == "fast" else "bf16")  # fmt: skip
+        return Built(make_runner(case, fast, args.quick), fast, fast.path, _plugin_precision(fast),
+                     time.perf_counter() - t0, fast.precision == "fp32")  # fmt: skip
+    if device.type != "cpu":
+        raise Skip("CPU rows only")
+    if case.strategy != "whole":
+        raise Skip("whole-image cases only")
+    if variant == "ort-bf16":
+        raise Skip("ONNX's Conv operator has no bfloat16 type (ONNX Runtime's CPU convolutions are fp32/fp16)")
+    backend = "onnxruntime" if variant.startswith("ort") else "openvino"
+    try:
+        __import__(backend)
+    except ImportError as exc:
+        raise Skip(f"{backend} is not installed ({exc}); pip install {backend}") from None
+    if onnx_file is None:
+        raise Skip("no ONNX export (see the notes)")
+    if variant == "ort-fp32":
+        forward = ort_forward(onnx_file, threads)
+        return Built(forward, forward, "onnxruntime CPU", "fp32", time.perf_counter() - t0, True)
+    hint = "f32" if variant == "ov-fp32" else "bf16"
+    run, effective = ov_forward(onnx_file, hint, threads, shape)
+    dynamic, _ = ov_forward(onnx_file, hint, threads, None)  # for Set5's varying sizes
+    label = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(effective, effective)
+    wanted = "fp32" if hint == "f32" else hint
+    precision = label if label == wanted else f"{wanted} requested, ran {label} (OpenVINO has no {wanted} on this CPU)"
+    return Built(run, dynamic, "openvino CPU (static shape)", precision, time.perf_counter() - t0, label == "fp32")
+
+
+def build_paths(case: Case, args: argparse.Namespace, device: torch.device, x: Tensor) -> dict:
+    """The reference runner and every requested variant (``Built``, or the ``Skip`` reason as a str)."""
     ref, net, source = build_networks(case, args.weights_dir)
     ref, net = ref.to(device), net.to(device)
-    t0 = time.perf_counter()
-    fast = make_fast_forward(net, compile=args.compile, precision=args.precision)
-    build_s = time.perf_counter() - t0
-    return {
-        "reference": make_runner(case, reference_forward(ref), args.quick),
-        "fast": make_runner(case, fast, args.quick),
-        "fast_obj": fast,
-        "weights": source,
-        "build_s": build_s,
-    }
+    onnx_file = getattr(args, "onnx", None)
+    variants: dict[str, object] = {}
+    for variant in args.variants:
+        try:
+            variants[variant] = build_variant(case, variant, net, args, device, tuple(x.shape), onnx_file)
+        except Skip as exc:
+            variants[variant] = str(exc)
+    return {"reference": make_runner(case, reference_forward(ref), args.quick), "variants": variants,
+            "net": net, "weights": source}  # fmt: skip
+
+
+def set5_psnr(forward: Callable[[Tensor], Tensor], case: Case, args: argparse.Namespace) -> Optional[float]:
+    """Mean Set5 Y-PSNR of ``forward`` at the case's scale (IMDN with the authors' weights), else None."""
+    set5 = args.reference / "Set5"
+    if case.is_as or not (set5 / "LR_bicubic" / f"X{case.scale}").is_dir():
+        return None
+    if not weights_file(case, args.weights_dir).is_file():
+        return None
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("imdn_check_bf16", Path(__file__).with_name("check_bf16.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.set5_scores(forward, case.scale, set5, ssim=False)[0]
 
 
 # =========================================================================== timing
@@ -432,8 +583,7 @@ def probe_memory(case: Case, path: str, args: argparse.Namespace) -> dict:
     device = torch.device("cpu")
     hw = case.quick_hw if args.quick else case.lr_hw
     x, _, _ = make_inputs(case, hw, args.reference)
-    paths = build_paths(case, args, device)
-    run = paths[path]
+    run = _probe_runner(case, path, args, device, x)
     if args.compile and path == "fast":
         run(x)  # compile first; the measured forward is the next one
     try:
@@ -453,6 +603,19 @@ def probe_memory(case: Case, path: str, args: argparse.Namespace) -> dict:
     return {"peak_bytes": max(0, peak - before) * 1024, "method": method}
 
 
+def _probe_runner(case: Case, path: str, args: argparse.Namespace, device: torch.device, x: Tensor) -> Callable:
+    """The runner of ``path`` (``reference`` or a variant) in a probe process."""
+    if path != "reference":
+        args.variants = [path]
+    paths = build_paths(case, args, device, x)
+    if path == "reference":
+        return paths["reference"]
+    built = paths["variants"][path]
+    if not isinstance(built, Built):
+        raise RuntimeError(f"{path}: {built}")
+    return built.run
+
+
 def probe_time(case: Case, path: str, args: argparse.Namespace) -> dict:
     """In this (fresh) process: ``args.warmup`` untimed calls of ``path``, then timed ones.
 
@@ -462,7 +625,7 @@ def probe_time(case: Case, path: str, args: argparse.Namespace) -> dict:
     device = torch.device("cpu")
     hw = case.quick_hw if args.quick else case.lr_hw
     x, _, _ = make_inputs(case, hw, args.reference)
-    run = build_paths(case, args, device)[path]
+    run = _probe_runner(case, path, args, device, x)
     for _ in range(max(1, args.warmup)):
         run(x)
     timed_calls = [timed_share(lambda: run(x), device) for _ in range(args.calls)]
@@ -474,6 +637,8 @@ def probe_subprocess(kind: str, case: Case, path: str, args: argparse.Namespace,
     cmd = [sys.executable, str(Path(__file__).resolve()), f"--probe-{kind}", case.name, path]
     cmd += ["--device", "cpu", "--precision", args.precision, "--weights-dir", str(args.weights_dir)]
     cmd += ["--reference", str(args.reference), "--warmup", str(args.warmup)]
+    if getattr(args, "onnx", None) is not None:
+        cmd += ["--onnx", str(args.onnx)]
     for key, value in extra.items():
         cmd += [f"--{key}", value]
     if args.threads:
@@ -498,30 +663,33 @@ def memory_subprocess(case: Case, path: str, args: argparse.Namespace) -> Option
     return None if result is None else result["peak_bytes"] / MiB
 
 
-def isolated(case: Case, args: argparse.Namespace) -> tuple[dict[str, list[float]], list[bool], list[float]]:
-    """Time both paths, each in its own fresh processes (CPU): ``args.processes`` rounds.
+def isolated(
+    case: Case, args: argparse.Namespace, variants: list[str]
+) -> tuple[dict[str, list[float]], list[bool], dict[str, list[float]]]:
+    """Time the reference and each variant, each in its own fresh processes (CPU): ``args.processes`` rounds.
 
-    Every round starts one process per path (order alternating between rounds);
+    Every round starts one process per path (order reversed every other round);
     each does the warm-up and then about ``repeats / processes`` timed calls.
     Returns all timed calls per path, whether each round's calls had the CPU
-    cores to themselves, and the per-round speed-ups (ratio of the medians).
+    cores to themselves, and per variant the per-round speed-ups (ratio of the medians).
     """
     calls = max(1, math.ceil(args.repeats / args.processes))
-    times: dict[str, list[float]] = {"ref": [], "fast": []}
+    keys = ["reference", *variants]
+    times: dict[str, list[float]] = {k: [] for k in keys}
     quiet: list[bool] = []
-    ratios: list[float] = []
-    paths = {"ref": "reference", "fast": "fast"}
+    ratios: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.processes):
         medians, ok = {}, True
-        for key in (["ref", "fast"] if r % 2 == 0 else ["fast", "ref"]):
-            result = probe_subprocess("time", case, paths[key], args, calls=str(calls))
+        for key in (keys if r % 2 == 0 else keys[::-1]):
+            result = probe_subprocess("time", case, key, args, calls=str(calls))
             if result is None:
-                raise RuntimeError(f"{case.name}: the timing process for the {paths[key]} path failed")
+                raise RuntimeError(f"{case.name}: the timing process for the {key} path failed")
             times[key] += result["seconds"]
             medians[key] = statistics.median(result["seconds"])
             ok &= all(q >= QUIET_SHARE for q in result["shares"])
         quiet.append(ok)
-        ratios.append(medians["ref"] / medians["fast"])
+        for k in variants:
+            ratios[k].append(medians["reference"] / medians[k])
     return times, quiet, ratios
 
 
@@ -557,6 +725,23 @@ def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         parts.append(f"GPU: {torch.cuda.get_device_name(device)}")
     return " | ".join(parts)
+
+
+def cpu_flags_line() -> str:
+    """The CPU's SIMD / matrix flags that decide the fp32 and bf16 speed (``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    wanted = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "avx_vnni", "avx_ne_convert")]
+    from imdn_plugin.inference.fused_cpu import amx_detected, mkldnn_bf16_native  # noqa: PLC0415
+
+    return (
+        f"{' '.join(sorted(wanted)) or 'none of avx2/avx512/amx'}; oneDNN bf16 convolutions: "
+        f"{'native' if mkldnn_bf16_native() else 'none (the bf16 plan emulates them with fp32 kernels)'}; "
+        f"AMX: {amx_detected()[1]}"
+    )
 
 
 def allocator_line() -> str:
@@ -607,7 +792,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "and print a markdown table.",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to run on (default: cpu)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="fast-path precision; the reference is always fp32 (default: fp32)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="precision of the 'fast' row; the reference is always fp32 (default: fp32; auto: bf16 on a CPU with AMX)")
+    p.add_argument(
+        "--variants", default="fast",
+        help=f"comma-separated rows to time against the reference, from: {', '.join(VARIANTS)}, or 'all' "
+        "(default: fast). bf16-plan: the plugin's bf16 CPU plan; ort-*: ONNX Runtime; ov-*: OpenVINO "
+        "(skipped with the reason when not installed; whole-image cases only)",
+    )
     p.add_argument("--compile", action="store_true", help="fast path with torch.compile (first call compiles; reported in the notes)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 10; --quick: 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per path first (default 2; --quick: 1)")
@@ -619,6 +810,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--memory", action=argparse.BooleanOptionalAction, default=None,
         help="measure peak memory (default: on, off with --quick)",
+    )
+    p.add_argument(
+        "--set5", action=argparse.BooleanOptionalAction, default=None,
+        help="Set5 Y-PSNR of each row's network at its precision (IMDN cases, needs --reference data; "
+        "default: on, off with --quick)",
     )
     p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="shared reference data, for the Set5 image (default: %(default)s)")
     p.add_argument(
@@ -646,12 +842,18 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--probe-memory", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--probe-time", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--onnx", type=Path, default=None, help=argparse.SUPPRESS)  # probes: the case's ONNX export
     args = p.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
     if unknown or not names:
         p.error(f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}")
     args.cases = names
+    variants = list(VARIANTS) if args.variants.strip() == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        p.error(f"--variants: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(VARIANTS)} or all")
+    args.variants = list(dict.fromkeys(variants))
     if args.repeats is None:
         args.repeats = 3 if args.quick else 10
     if args.warmup is None:
@@ -662,6 +864,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         p.error("--threads must be >= 1")
     if args.memory is None:
         args.memory = not args.quick
+    if args.set5 is None:
+        args.set5 = not args.quick
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
     if args.isolation is None:
@@ -677,87 +881,132 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def run_case(case: Case, args: argparse.Namespace, device: torch.device, limit: float) -> tuple[str, list[str], bool]:
+def run_case(
+    case: Case, args: argparse.Namespace, device: torch.device, limit: float, set5_cache: dict
+) -> tuple[list[str], list[str], bool]:
+    """Rows (one per variant that ran), notes, and whether every fp32 row met the tolerance."""
     hw = case.quick_hw if args.quick else case.lr_hw
     x, gt, image = make_inputs(case, hw, args.reference)
     x, gt = x.to(device), gt.to(device)
-    paths = build_paths(case, args, device)
-    ref_run, fast_run = paths["reference"], paths["fast"]
-    fast_path_name, weights, build_s = paths["fast_obj"].path, paths["weights"], paths["build_s"]
+    notes: list[str] = []
+    onnx_dir: Optional[tempfile.TemporaryDirectory] = None
+    if any(v.startswith(("ort", "ov")) for v in args.variants) and device.type == "cpu" and case.strategy == "whole":
+        onnx_dir = tempfile.TemporaryDirectory(prefix="imdn-bench-")
+        t0 = time.perf_counter()
+        try:
+            args.onnx = export_onnx(build_networks(case, args.weights_dir)[1], Path(onnx_dir.name), case.name)
+            notes.append(f"{case.name}: ONNX export (dynamic N/H/W) in {time.perf_counter() - t0:.1f} s")
+        except Exception as exc:  # noqa: BLE001 - reported, the ONNX rows are skipped
+            args.onnx = None
+            notes.append(f"{case.name}: ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    try:
+        return _run_case(case, args, device, limit, set5_cache, x, gt, image, notes)
+    finally:
+        args.onnx = None
+        if onnx_dir is not None:
+            onnx_dir.cleanup()
 
-    t0 = time.perf_counter()
-    out_fast = fast_run(x)
-    sync(device)
-    first_call = time.perf_counter() - t0
+
+def _run_case(
+    case: Case, args: argparse.Namespace, device: torch.device, limit: float, set5_cache: dict,
+    x: Tensor, gt: Tensor, image: str, notes: list[str],
+) -> tuple[list[str], list[str], bool]:  # fmt: skip
+    paths = build_paths(case, args, device, x)
+    ref_run, weights = paths["reference"], paths["weights"]
+    built: dict[str, Built] = {}
+    for variant, b in paths["variants"].items():
+        if isinstance(b, Built):
+            built[variant] = b
+        else:
+            notes.append(f"{case.name} / {variant}: skipped, {b}")
+    if not built:
+        return [], notes, True
+
     out_ref = ref_run(x)
-    diff = (out_fast.float() - out_ref.float()).abs().max().item()
     border = case.out_scale if not case.is_as else 4
-    d_psnr = psnr(out_fast, gt, border) - psnr(out_ref, gt, border)
-    notes = []
-    if case.strategy != "whole":
-        whole_ref = reference_forward(build_networks(case, args.weights_dir)[0].to(device))
-        # (padded to the network's size multiple where needed, like a whole-image pass would be)
-        whole = _cropping.pad_forward(whole_ref, x, multiple=4 if case.is_as else 1, scale=case.out_scale)
+    psnr_ref = psnr(out_ref, gt, border)
+    checks: dict[str, tuple[float, float]] = {}
+    set5: dict[str, Optional[float]] = {}
+    for variant, b in built.items():
+        t0 = time.perf_counter()
+        out = b.run(x)
+        sync(device)
+        first_call = time.perf_counter() - t0
+        out = out.float().to(out_ref.device)
+        checks[variant] = ((out - out_ref.float()).abs().max().item(), psnr(out, gt, border) - psnr_ref)
+        if case.strategy != "whole" and variant == "fast":
+            whole_ref = reference_forward(build_networks(case, args.weights_dir)[0].to(device))
+            # (padded to the network's size multiple where needed, like a whole-image pass would be)
+            whole = _cropping.pad_forward(whole_ref, x, multiple=4 if case.is_as else 1, scale=case.out_scale)
+            notes.append(
+                f"{case.name}: {case.strategy} vs whole-image reference: max |diff| {(out - whole).abs().max().item():.2e}, "
+                f"PSNR {psnr(out, gt, border):.2f} vs {psnr(whole, gt, border):.2f} dB"
+            )
+            del whole
+        del out
+        key = (variant, case.scale, b.precision)
+        if key not in set5_cache:
+            set5_cache[key] = set5_psnr(b.forward, case, args) if args.set5 else None
+        set5[variant] = set5_cache[key]
         notes.append(
-            f"{case.name}: {case.strategy} vs whole-image reference: max |diff| {(out_fast - whole).abs().max().item():.2e}, "
-            f"PSNR {psnr(out_fast, gt, border):.2f} vs {psnr(whole, gt, border):.2f} dB"
+            f"{case.name} / {variant}: path {b.path}, {b.precision}; built in {b.build_s:.2f} s, first call {first_call:.2f} s"
         )
-        del whole
-    del out_fast, out_ref
+    del out_ref
     gflop = count_gflop(ref_run, x)
 
+    info = {k: (b.path, b.precision, b.fp32) for k, b in built.items()}
+    names = list(built)
     if args.isolation == "process":
-        del paths, ref_run, fast_run  # this process only checks outputs; the timing runs elsewhere
-        times, quiet, ratios = isolated(case, args)
+        runs: dict[str, Callable[[Tensor], Tensor]] = {}
+        del paths, ref_run, built  # this process only checks outputs; the timing runs elsewhere
+        times, quiet, ratios = isolated(case, args, names)
     else:
+        runs = {"reference": ref_run, **{k: b.run for k, b in built.items()}}
         for _ in range(args.warmup):
-            ref_run(x)
-            fast_run(x)
+            for fn in runs.values():
+                fn(x)
         sync(device)
-        times, quiet = interleaved({"ref": lambda: ref_run(x), "fast": lambda: fast_run(x)}, args.repeats, device)
-        ratios = [r / f for r, f in zip(times["ref"], times["fast"])]
-    rq1, rq2, rq3 = quartiles(ratios)
+        times, quiet = interleaved({k: (lambda fn=fn: fn(x)) for k, fn in runs.items()}, args.repeats, device)
+        ratios = {k: [r / f for r, f in zip(times["reference"], times[k])] for k in names}
     if device.type == "cpu":
-        quiet_ratios = [r for r, q in zip(ratios, quiet) if q]
-        notes.append(
-            f"{case.name}: {len(quiet_ratios)}/{len(ratios)} rounds had the CPU cores to themselves"
-            + (f" (speed-up over those: {statistics.median(quiet_ratios):.2f}×)" if quiet_ratios else "")
-        )
+        for k in names:
+            quiet_ratios = [r for r, q in zip(ratios[k], quiet) if q]
+            notes.append(
+                f"{case.name} / {k}: {len(quiet_ratios)}/{len(ratios[k])} rounds had the CPU cores to themselves"
+                + (f" (speed-up over those: {statistics.median(quiet_ratios):.2f}×)" if quiet_ratios else "")
+            )
 
-    mem_ref = mem_fast = None
+    mem: dict[str, Optional[float]] = {k: None for k in ["reference", *names]}
     if args.memory:
-        if device.type == "cuda":
-            mem_ref, mem_fast = cuda_peak(ref_run, x, device), cuda_peak(fast_run, x, device)
-        else:
-            mem_ref = memory_subprocess(case, "reference", args)
-            mem_fast = memory_subprocess(case, "fast", args)
+        for k in mem:
+            if device.type == "cuda":
+                mem[k] = cuda_peak(runs[k], x, device)
+            else:
+                mem[k] = memory_subprocess(case, k, args)
 
     n, _, h, w = x.shape
     s = case.out_scale
-    med_ref, med_fast = statistics.median(times["ref"]), statistics.median(times["fast"])
-    gf_ref, gf_fast = gflop / med_ref, gflop / med_fast
-    ok = diff <= FP32_TOL if args.precision == "fp32" else True
+    med_ref = statistics.median(times["reference"])
+    gf_ref = gflop / med_ref
     label = f"{case.name}" + (f" ({case.note})" if case.note else "")
-    row = [
-        label,
-        f"{w}×{h} → {s * w}×{s * h}",
-        fast_path_name,
-        fmt_ms(times["ref"]),
-        fmt_ms(times["fast"]),
-        f"**{rq2:.2f}×** [{rq1:.2f}–{rq3:.2f}]",
-        f"{gflop:.1f}",
-        f"{gf_ref:.0f} ({100 * gf_ref / limit:.0f}%)",
-        f"{gf_fast:.0f} ({100 * gf_fast / limit:.0f}%)",
-        f"{diff:.1e}" + ("" if ok else " FAIL"),
-        f"{d_psnr:+.3f}",
-        fmt_mib(mem_ref),
-        fmt_mib(mem_fast),
-    ]
-    notes.append(
-        f"{case.name}: weights {weights}, input {image}; fast path built in {build_s:.2f} s, "
-        f"first call {first_call:.2f} s"
-    )
-    return "| " + " | ".join(row) + " |", notes, ok
+    rows, all_ok = [], True
+    for k in names:
+        path, precision, fp32 = info[k]
+        diff, d_psnr = checks[k]
+        ok = diff <= FP32_TOL if fp32 else True
+        all_ok &= ok
+        rq1, rq2, rq3 = quartiles(ratios[k])
+        gf = gflop / statistics.median(times[k])
+        set5_cell = "–" if set5[k] is None else f"{set5[k]:.4f}"
+        row = [
+            label, f"{w}×{h} → {s * w}×{s * h}", f"{k}: {path}", precision,
+            fmt_ms(times["reference"]), fmt_ms(times[k]), f"**{rq2:.2f}×** [{rq1:.2f}–{rq3:.2f}]", f"{gflop:.1f}",
+            f"{gf_ref:.0f} ({100 * gf_ref / limit:.0f}%)", f"{gf:.0f} ({100 * gf / limit:.0f}%)",
+            f"{diff:.1e}" + ("" if ok else " FAIL"), f"{d_psnr:+.3f}", set5_cell, fmt_mib(mem["reference"]), fmt_mib(mem[k]),
+        ]  # fmt: skip
+        rows.append("| " + " | ".join(row) + " |")
+    notes.append(f"{case.name}: weights {weights}, input {image}")
+    return rows, notes, all_ok
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -779,16 +1028,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
 
     print(f"Machine: {machine_line(device)}")
+    print(f"CPU flags: {cpu_flags_line()}")
     print(f"Load: {load_line()}")
     print(
-        f"Settings: device {args.device}, precision {args.precision}, compile {'on' if args.compile else 'off'}, "
+        f"Settings: device {args.device}, 'fast' precision {args.precision}, variants {', '.join(args.variants)}, "
+        f"compile {'on' if args.compile else 'off'}, "
         f"repeats {args.repeats} per path " + (
             f"(in {args.processes} fresh processes per path, alternating, each after {args.warmup} warm-up calls)"
             if args.isolation == "process" else f"(interleaved in one process, after {args.warmup} warm-up)"
         ) + (", quick" if args.quick else "")
     )
     print(
-        "Allocator: " + (f"timing processes with GLIBC_TUNABLES={NO_TRIM_TUNABLES} (both paths)"
+        "Allocator: " + (f"timing processes with GLIBC_TUNABLES={NO_TRIM_TUNABLES} (all paths)"
                          if args.allocator == "no-trim" else allocator_line())
     )
     n_mm = 2048 if args.quick else 4096
@@ -796,32 +1047,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Practical limit: {n_mm}×{n_mm} fp32 matmul = {limit:.0f} GFLOP/s (same run)")
     print()
     header = [
-        "case", "input → output", "fast path", "reference ms, median [IQR]", "fast ms, median [IQR]",
-        "speed-up [IQR]", "GFLOP", "reference GFLOP/s (% of matmul)", "fast GFLOP/s (% of matmul)",
-        "max abs diff", "ΔPSNR dB", "reference peak MiB", "fast peak MiB",
+        "case", "input → output", "row: path", "precision", "reference ms, median [IQR]", "row ms, median [IQR]",
+        "speed-up [IQR]", "GFLOP", "reference GFLOP/s (% of matmul)", "row GFLOP/s (% of matmul)",
+        "max abs diff", "ΔPSNR dB", "Set5 PSNR (Y)", "reference peak MiB", "row peak MiB",
     ]
     print("| " + " | ".join(header) + " |")
-    print("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
+    print("|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|")
     all_notes: list[str] = []
     failed = False
+    set5_cache: dict = {}
     for name in args.cases:
         case = CASES[name]
         if case.strategy != "whole" and _cropping is None:
             all_notes.append(f"{name}: skipped, imdn_plugin.inference.cropping is not importable ({_CROPPING_ERROR})")
             continue
-        row, notes, ok = run_case(case, args, device, limit)
-        print(row, flush=True)
+        rows, notes, ok = run_case(case, args, device, limit, set5_cache)
+        for row in rows:
+            print(row, flush=True)
         all_notes += notes
         failed |= not ok
     print()
     print(
-        "Times are per call (one image); speed-up = median of the per-round reference/fast ratios "
+        "Times are per call (one image); speed-up = median of the per-round reference/row ratios "
         + ("(a round: one fresh process per path, ratio of their median times); " if args.isolation == "process"
            else "(a round: one call of each path); ")
         + "peak memory = growth of one forward (CPU: peak RSS in a fresh subprocess per case and path, high-water mark "
         "reset before the forward; CUDA: max_memory_allocated); "
-        f"max abs diff vs the reference (tolerance {FP32_TOL:g} in fp32); ΔPSNR = PSNR(fast) − PSNR(reference) "
-        "against the ground truth."
+        f"max abs diff vs the reference (tolerance {FP32_TOL:g} for fp32 rows); ΔPSNR = PSNR(row) − PSNR(reference) "
+        "against the ground truth; Set5 PSNR = mean Y-PSNR of the row's network at its precision on Set5 at the "
+        "case's scale (BasicSR's calculate_psnr, crop_border = scale, uint8 output; '–': IMDN_AS, no reference data, "
+        "or --no-set5)."
     )
     for note in all_notes:
         print(f"- {note}")

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CCA statistics of tiles: global = whole-image result (slower), local = per tile")  # fmt: skip
     p.add_argument("--acs-padding", type=int, default=InferenceOptions.acs_padding, help="ACS padding 4k (IMDN_AS)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on a CPU with AMX, else fp32")
     p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.add_argument("-r", "--recursive", action="store_true",

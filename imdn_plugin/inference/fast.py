@@ -4,9 +4,11 @@
 that runs a private frozen copy of it for inference as fast as this PyTorch
 build allows while keeping fp32 results within 1e-4 (max abs diff) of a plain
 eager fp32 forward on images in ``[0, 1]``.  On CPU in fp32 that is the fused
-oneDNN plan of :mod:`.fused_cpu` (checked against the module's own forward when
-built; a plan that fails the check is logged as a warning and not used); else
-the network's own forward, optionally under autocast and/or ``torch.compile``.
+oneDNN plan of :mod:`.fused_cpu`, in bf16 its bf16 variant (each checked against
+the module's own fp32 forward when built; a plan that fails the check is logged
+as a warning and not used); else the network's own forward, optionally under
+autocast and/or ``torch.compile``.  ``precision="auto"`` picks bf16 on a CPU
+with AMX and fp32 everywhere else.
 The callable also owns the run context (eval copy, inference mode, autocast or
 strict fp32) that every caller, the global-statistics tiles included, runs in.
 Measured speed-ups and the paths measured and not chosen: README, "Measurement history".
@@ -21,14 +23,21 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from .fused_cpu import FusedIMDNPlan, fusable, mkldnn_fusion_available, self_check
+from .fused_cpu import (
+    FusedIMDNPlan,
+    FusedIMDNPlanBF16,
+    amx_detected,
+    fusable,
+    mkldnn_fusion_available,
+    self_check,
+)
 
-__all__ = ["AUTOCAST_DTYPES", "PRECISIONS", "FastForward", "make_fast_forward"]
+__all__ = ["AUTOCAST_DTYPES", "PRECISIONS", "FastForward", "make_fast_forward", "resolve_precision"]
 
 logger = logging.getLogger(__name__)
 
-#: Accepted values of ``precision``.
-PRECISIONS = ("fp32", "fp16", "bf16")
+#: Accepted values of ``precision`` (``auto``: bf16 on a CPU with AMX, else fp32).
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -91,10 +100,12 @@ class FastForward:
 
     @property
     def path(self) -> str:
-        """Short name of the code path the next call takes (``compiled``, ``fused-cpu`` or ``eager``)."""
+        """Short name of the code path the next call takes (``compiled``, ``fused-cpu``,
+        ``fused-cpu-bf16`` or ``eager``)."""
         if self._compiled is not None:
             return "compiled"
-        return "fused-cpu" if self.fused_plan is not None else "eager"
+        plan = self.fused_plan
+        return plan.name if plan is not None else "eager"
 
     def __repr__(self) -> str:
         return (
@@ -137,11 +148,11 @@ class FastForward:
 
     @contextmanager
     def context(self) -> Iterator[None]:
-        """The run context of every call: inference mode, and autocast (``fp16``/``bf16``) or
-        strict fp32 on CUDA (TF32 off)."""
+        """The run context of every call: inference mode, and autocast (``fp16``/``bf16``, unless
+        the fused plan runs: it sets its own dtypes) or strict fp32 on CUDA (TF32 off)."""
         with ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
-            if self.precision in AUTOCAST_DTYPES:
+            if self.precision in AUTOCAST_DTYPES and self.fused_plan is None:
                 stack.enter_context(torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision]))
             elif self.device.type == "cuda":
                 stack.enter_context(_strict_fp32_cuda())
@@ -183,6 +194,22 @@ class FastForward:
         with self.context():
             out = self._run(x)
         return out.to(torch.float32).contiguous()
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """``(precision, why)``: ``auto`` becomes ``bf16`` on a CPU with AMX (see
+    :func:`.fused_cpu.amx_detected`, override ``IMDN_ASSUME_AMX=1/0``), else ``fp32``;
+    other values are returned as they are.
+
+    Raises:
+        ValueError: a bad ``IMDN_ASSUME_AMX`` value.
+    """
+    if precision != "auto":
+        return precision, "asked for"
+    if device.type != "cpu":
+        return "fp32", f"auto on {device.type}: fp32"
+    amx, why = amx_detected()
+    return ("bf16", f"auto: AMX ({why})") if amx else ("fp32", f"auto: no AMX ({why})")
 
 
 def _check_options(network: object, channels_last: object, compile: object, precision: object) -> None:
@@ -230,6 +257,13 @@ def make_fast_forward(
       module's own forward on small random inputs when built; if that check
       fails (e.g. an op changed in a future PyTorch) a warning is logged and
       ``eager`` is used.
+    * ``fused-cpu-bf16`` — the same in bf16 (``precision="bf16"``, or ``auto``
+      on a CPU with AMX): :class:`.fused_cpu.FusedIMDNPlanBF16` (bf16
+      convolutions; in fp32 the CCA statistics, the first conv, the global
+      residual and the upsampler; Set5 PSNR within ~0.003 dB of fp32).  Checked against the module's fp32 forward with a
+      bf16 tolerance; on a failure, ``eager`` under bf16 autocast.  On a CPU
+      without native bf16 convolutions it runs fp32 kernels on bf16 values
+      (the same results, no faster than fp32).
     * ``eager`` — the network's own ``forward``.
 
     Args:
@@ -243,14 +277,18 @@ def make_fast_forward(
             faster than the fused plan for IMDN and costs seconds to minutes of
             compilation; it may pay on CUDA).
         precision: ``"fp32"`` (default; on CUDA TF32 is disabled during the
-            call so results match a strict fp32 forward), ``"bf16"`` (autocast
-            to bfloat16, CPU or CUDA) or ``"fp16"`` (autocast to float16, CUDA
-            only).  Reduced precisions do not meet the 1e-4 bound; the output
-            is still returned as float32.
+            call so results match a strict fp32 forward), ``"bf16"`` (CPU: the
+            bf16 plan where it applies, else autocast to bfloat16; CUDA:
+            autocast), ``"fp16"`` (autocast to float16, CUDA only) or
+            ``"auto"`` (``bf16`` on a CPU with AMX, where it is several times
+            faster, else ``fp32``; the choice is logged and kept in
+            ``forward.precision``).  Reduced precisions do not meet the 1e-4
+            bound; the output is still returned as float32.
 
     Raises:
-        ValueError: An invalid option value (one line naming the option), or
-            ``precision="fp16"`` for a network that is not on CUDA.
+        ValueError: An invalid option value (one line naming the option),
+            ``precision="fp16"`` for a network that is not on CUDA, or a bad
+            ``IMDN_ASSUME_AMX``.
         TypeError: ``network`` is not an ``nn.Module``.
 
     Example::
@@ -263,6 +301,10 @@ def make_fast_forward(
     device, dtype = _network_device_dtype(network)
     if not dtype.is_floating_point:
         dtype = torch.float32
+    requested = precision
+    precision, why = resolve_precision(precision, device)
+    if requested == "auto":
+        logger.info("make_fast_forward: precision %s (%s)", precision, why)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"make_fast_forward: precision='fp16' needs a network on CUDA, got device {device.type!r}")
     if channels_last is None:
@@ -282,20 +324,27 @@ def make_fast_forward(
     if (
         device.type == "cpu"
         and dtype == torch.float32
-        and precision == "fp32"
+        and precision in ("fp32", "bf16")
         and channels_last
         and fusable(module)
         and mkldnn_fusion_available()
     ):
-        plan = FusedIMDNPlan(module)
+        plan = FusedIMDNPlan(module) if precision == "fp32" else FusedIMDNPlanBF16(module)
         problem = self_check(plan, module)
         if problem is not None:
             logger.warning(
-                "make_fast_forward: the fused CPU plan does not reproduce %s here (%s); using the eager forward",
+                "make_fast_forward: the %s plan does not reproduce %s here (%s); using the eager forward%s",
+                plan.name,
                 type(network).__name__,
                 problem,
+                " under bf16 autocast" if precision == "bf16" else "",
             )
             plan = None
+        elif isinstance(plan, FusedIMDNPlanBF16) and plan.emulated:
+            logger.info(
+                "make_fast_forward: this CPU has no native bf16 convolutions: the bf16 plan runs fp32 kernels "
+                "on bf16 values (bf16 results, no faster than fp32)"
+            )
 
     forward = FastForward(
         module,

@@ -162,9 +162,9 @@ def test_imdn_as_rejects_sizes_not_divisible_by_4(device: torch.device) -> None:
 def test_fused_plan_is_used_on_cpu() -> None:
     assert make_fast_forward(IMDN(upscale=2, num_feat=32, num_block=1)).path == "fused-cpu"
     assert make_fast_forward(IMDN_AS(num_feat=32, num_block=1)).path == "fused-cpu"
-    # the plan is fp32 channels-last only
+    # the plan is channels-last only; bf16 has its own plan (tests/inference/test_fused_cpu.py)
     assert make_fast_forward(IMDN(upscale=2, num_feat=32, num_block=1), channels_last=False).path == "eager"
-    assert make_fast_forward(IMDN(upscale=2, num_feat=32, num_block=1), precision="bf16").path == "eager"
+    assert make_fast_forward(IMDN(upscale=2, num_feat=32, num_block=1), precision="bf16").path == "fused-cpu-bf16"
 
 
 def test_hooked_network_runs_its_own_forward(device: torch.device) -> None:

@@ -95,3 +95,38 @@ def test_isolation_defaults_to_fresh_processes_on_cpu(bench: ModuleType) -> None
     args = bench.parse_args(["--cases", "x2"])
     assert args.isolation == "process" and args.processes >= 1
     assert bench.parse_args(["--isolation", "shared"]).isolation == "shared"
+
+
+def test_variants_option(bench: ModuleType, capsys: pytest.CaptureFixture) -> None:
+    assert bench.parse_args(["--cases", "x2"]).variants == ["fast"]  # the default run is unchanged
+    assert bench.parse_args(["--variants", "all"]).variants == list(bench.VARIANTS)
+    assert bench.parse_args(["--variants", "bf16-plan,fast,bf16-plan"]).variants == ["bf16-plan", "fast"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--variants", "trt-fp32"])
+    assert "--variants: unknown trt-fp32" in capsys.readouterr().err
+
+
+def test_variants_that_cannot_run_are_skipped_with_a_reason(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    args = bench.parse_args(["--cases", "x2", "--quick"])
+    net = IMDN(upscale=2, num_feat=16, num_block=1).eval()
+    cpu = torch.device("cpu")
+    x4 = bench.CASES["x4"]
+    with pytest.raises(bench.Skip, match="no bfloat16"):
+        bench.build_variant(x4, "ort-bf16", net, args, cpu, (1, 3, 8, 8), None)
+    with pytest.raises(bench.Skip, match="whole-image cases only"):
+        bench.build_variant(bench.CASES["as-tiled"], "ov-fp32", net, args, cpu, (1, 3, 8, 8), None)
+    real_import = builtins.__import__
+
+    def no_openvino(name, *a, **kw):
+        if name == "openvino":
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(bench.Skip, match="openvino is not installed"):
+        bench.build_variant(x4, "ov-bf16", net, args, cpu, (1, 3, 8, 8), None)
+    built = bench.build_variant(x4, "bf16-plan", net, args, cpu, (1, 3, 8, 8), None)
+    assert built.path == "fused-cpu-bf16" and built.precision.startswith("bf16") and not built.fp32
+    assert bench.build_variant(x4, "fast", net, args, cpu, (1, 3, 8, 8), None).precision == "fp32"
