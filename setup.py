@@ -59,7 +59,8 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest"],
+        # the optional integrations are tested too (their tests skip, with the reason, without them)
+        "test": ["pytest", "onnx", "onnxruntime", "spandrel>=0.4"],
         # imdn_plugin.spandrel.install(): IMDN/IMDN_AS in spandrel (chaiNNer, traiNNer-redux, ...)
         "spandrel": ["spandrel>=0.4", "safetensors"],
         # basicsr export: onnxruntime checks every export against the torch forward
