@@ -36,7 +36,16 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["imdn_plugin", "imdn_plugin.*"]),
-    python_requires=">=3.9",
+    # basicsr 1.4.2 does not build on 3.13+ (KeyError: '__version__' in its setup.py);
+    # torchvision 0.29 needs 3.10+.
+    python_requires=">=3.10,<3.13",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
     install_requires=[
         "basicsr==1.4.2",
         "torch>=2.0",
@@ -47,8 +56,16 @@ setup(
         "tensorboard",
         "tqdm",
         "numpy",
+        "safetensors",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        # the optional integrations are tested too (their tests skip, with the reason, without them)
+        "test": ["pytest", "onnx", "onnxruntime", "spandrel>=0.4"],
+        # imdn_plugin.spandrel.install(): IMDN/IMDN_AS in spandrel (chaiNNer, traiNNer-redux, ...)
+        "spandrel": ["spandrel>=0.4", "safetensors"],
+        # basicsr export: onnxruntime checks every export against the torch forward
+        "onnx": ["onnx", "onnxruntime"],
+    },
     entry_points={
         "console_scripts": ["basicsr = imdn_plugin.cli:main"],
         # Plugins for the `basicsr` command: each entry is a callable that

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target's folder, fsync, then a rename.
+"""Atomic file writes (a temporary file in the target's folder, fsync, then a rename), and
+:func:`pid_alive` for telling stale temporaries and locks of dead processes from live ones.
 
 Every file the plugin writes for the user (images, checkpoints, training states,
 exported models) goes through :func:`atomic_write`, so a kill or a full disk
@@ -79,3 +80,16 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (``os.kill(pid, 0)``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True

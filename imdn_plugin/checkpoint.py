@@ -4,12 +4,15 @@ Every checkpoint passes through :func:`load_state_dict`: it loads with
 ``weights_only=True`` (a file that would run code is refused, never executed),
 accepts BasicSR files (``{'params': ..., 'params_ema': ...}``), bare state dicts
 such as the authors' releases, and ``module.`` prefixes from ``DataParallel``.
+Files named ``*.safetensors`` are read with the ``safetensors`` package (never
+through ``torch.load``); :func:`save_network_file` writes either format by suffix.
 :func:`describe` reads the network type and hyper-parameters off the tensor
 shapes, so that a mismatch can be reported as "this file is IMDN ×2, the option
 file asks for IMDN ×4" instead of a list of size errors.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -32,6 +35,12 @@ logger = logging.getLogger(__name__)
 #: Keys under which BasicSR-style files keep a state dict, in order of preference
 #: after the requested one.
 _PARAM_KEYS = ("params", "params_ema", "state_dict", "model")
+
+#: Suffix that selects the safetensors format, for reading and writing.
+SAFETENSORS_SUFFIX = ".safetensors"
+#: safetensors metadata entry listing the parameter groups of a
+#: :func:`save_network_file` file (JSON list; the first is stored unprefixed).
+PARAM_KEYS_METADATA = "imdn_plugin.param_keys"
 
 
 @dataclass(frozen=True)
@@ -106,13 +115,23 @@ def extract_state_dict(obj: Any, param_key: Optional[str] = "params", source: st
 
 
 def load_checkpoint(path: PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` onto the CPU, with one-line errors."""
+    """Load a checkpoint file onto the CPU, with one-line errors.
+
+    ``*.safetensors`` files are read by :func:`load_safetensors`; anything else
+    by ``torch.load`` with ``weights_only=True``.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return load_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if _sniff(path) == "safetensors":
+            raise CheckpointError(
+                f"{path}: is a safetensors file, not a PyTorch pickle: name it *{SAFETENSORS_SUFFIX}"
+            ) from None
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain containers, "
             f"which could run code (loaded with weights_only=True; {str(exc).splitlines()[0][:120]})"
@@ -122,9 +141,123 @@ def load_checkpoint(path: PathLike) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
 
 
+def _safetensors_torch(path: Path) -> Any:
+    """``safetensors.torch``, or a one-line error naming ``path`` when it is not installed."""
+    try:
+        import safetensors.torch
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("safetensors", "safetensors.torch"):
+            raise
+        raise CheckpointError(f"{path}: reading/writing .safetensors needs the safetensors package: pip install safetensors") from None
+    return safetensors.torch
+
+
+def _sniff(path: Path) -> Optional[str]:
+    """What the first bytes of ``path`` look like: ``'safetensors'``, ``'torch-zip'``, ``'pickle'`` or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return None
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 100 * 2**20:
+        return "safetensors"
+    return None
+
+
+def _safetensors_error(path: Path, exc: Exception) -> CheckpointError:
+    """A one-line explanation of why ``path`` could not be read as safetensors."""
+    size = path.stat().st_size
+    kind = _sniff(path)
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    if kind in ("torch-zip", "pickle"):
+        return CheckpointError(f"{path}: not a safetensors file (it looks like a PyTorch checkpoint: name it *.pth)")
+    if kind is None and size < 9:
+        return CheckpointError(f"{path}: too short for a safetensors file ({size} bytes): empty or truncated")
+    if kind is None:
+        return CheckpointError(f"{path}: not a safetensors file (no safetensors header: {first})")
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+    if 8 + header_len > size or "incomplete metadata" in first:
+        return CheckpointError(f"{path}: truncated safetensors file ({size} bytes; its header describes more)")
+    return CheckpointError(f"{path}: corrupt safetensors file: {first}")
+
+
+def load_safetensors(path: PathLike) -> dict[str, Any]:
+    """Read a ``.safetensors`` file onto the CPU with the safetensors package.
+
+    Returns the tensors as a flat ``{name: tensor}`` dict; a file written by
+    :func:`save_network_file` with several parameter groups (its metadata lists
+    them) comes back as ``{'params': {...}, 'params_ema': {...}}`` instead.
+    """
+    path = Path(path)
+    _safetensors_torch(path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            flat = {name: f.get_tensor(name) for name in f.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise _safetensors_error(path, exc) from None
+    if PARAM_KEYS_METADATA not in metadata:
+        return flat
+    try:
+        keys = json.loads(metadata[PARAM_KEYS_METADATA])
+        if not (isinstance(keys, list) and keys and all(isinstance(k, str) and k for k in keys)):
+            raise ValueError(keys)
+    except ValueError:
+        raise CheckpointError(
+            f"{path}: metadata {PARAM_KEYS_METADATA!r} is not a JSON list of names: {metadata[PARAM_KEYS_METADATA][:80]!r}"
+        ) from None
+    return split_param_groups(flat, keys)
+
+
+def split_param_groups(flat: Mapping[str, Any], param_keys: "list[str] | tuple[str, ...]") -> dict[str, dict[str, Any]]:
+    """Undo :func:`save_network_file`'s flattening for safetensors.
+
+    Tensors named ``<key>.<name>`` for ``key`` in ``param_keys[1:]`` go to group
+    ``key``; all others to ``param_keys[0]``. Empty groups are left out.
+    """
+    first, *others = param_keys
+    groups: dict[str, dict[str, Any]] = {key: {} for key in param_keys}
+    for name, value in flat.items():
+        for key in others:
+            if name.startswith(key + "."):
+                groups[key][name[len(key) + 1:]] = value
+                break
+        else:
+            groups[first][name] = value
+    return {key: group for key, group in groups.items() if group}
+
+
 def load_state_dict(path: PathLike, param_key: Optional[str] = "params") -> dict[str, torch.Tensor]:
-    """Load the network weights of ``path`` (any of the accepted forms)."""
-    return extract_state_dict(load_checkpoint(path), param_key, source=str(path))
+    """Load the network weights of ``path`` (any of the accepted forms); non-finite weights are refused."""
+    state = extract_state_dict(load_checkpoint(path), param_key, source=str(path))
+    check_finite(state, source=str(path))
+    return state
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse a state dict holding NaN or Inf (a diverged run or a corrupt file).
+
+    Such weights turn every output into NaN, which an image writer would
+    silently store as black; the first bad tensor is named instead.
+    """
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise CheckpointError(
+                f"{source}: tensor '{name}' holds {bad} non-finite value(s) (NaN/Inf) of {tensor.numel()}; "
+                "the weights are from a diverged training run or the file is corrupt"
+            )
 
 
 def describe(state: Mapping[str, torch.Tensor]) -> Optional[ArchSpec]:
@@ -188,10 +321,159 @@ def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
     network.load_state_dict(state, strict=strict)
 
 
-def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` through :func:`imdn_plugin.atomic.atomic_write` (temporary file, fsync, rename).
+def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None], overwrite: bool) -> None:
+    """:func:`imdn_plugin.atomic.atomic_write`; an existing file without ``overwrite`` is a CheckpointError."""
+    try:
+        atomic_write(path, write, overwrite=overwrite)
+    except FileExistsError:
+        raise CheckpointError(
+            f"{path}: exists; not overwritten (ask for it: overwrite=True, or --force in the scripts)"
+        ) from None
+
+
+class _WriteErrorRecorder:
+    """The file ``torch.save`` writes into, remembering an ``OSError`` of a write.
+
+    torch reports a failed write of its zip writer as ``RuntimeError: ...
+    unexpected pos ...``; the recorded error (e.g. ENOSPC) says what happened.
+    Everything else (``name``, ``fileno``, ...) is the file's.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._f, attr)
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _torch_save_into(obj: Any, f: Any) -> None:
+    out = _WriteErrorRecorder(f)
+    try:
+        torch.save(obj, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
+
+
+def atomic_torch_save(obj: Any, path: PathLike, *, overwrite: bool = True) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename.
 
     A kill or a full disk during the write leaves any previous file at ``path``
-    untouched; readers never see a partial file under the final name.
+    untouched; readers never see a partial file under the final name. The file
+    mode follows the umask. ``overwrite=False`` refuses an existing ``path``.
+    A failed write (full disk, no permission) is a :class:`CheckpointError`
+    naming the file and the reason.
     """
-    atomic_write(path, lambda f: torch.save(obj, f))
+    try:
+        _atomic_write(path, lambda f: _torch_save_into(obj, f), overwrite)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointError(
+            f"{path}: cannot be written ({reason}); nothing was written under that name, "
+            "the checkpoints already there are intact"
+        ) from None
+
+
+def _tensors_for_safetensors(state: Mapping[str, Any], source: str, seen: set[int]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared copies where needed (safetensors refuses views and shared storage)."""
+    out = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {name!r} is a {type(value).__name__}, not a tensor (safetensors holds tensors only)")
+        t = value.detach().to("cpu").contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def save_safetensors(
+    state: Mapping[str, torch.Tensor],
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    metadata: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Write a ``{name: tensor}`` state dict as ``.safetensors``, atomically (see :func:`atomic_torch_save`).
+
+    Tensors are stored on the CPU under their own names. ``metadata`` adds
+    string entries to the header next to ``format: pt``; an IMDN-family state
+    dict also records its ``network_g`` options (``imdn_plugin.network_g``).
+    An existing ``path`` is refused unless ``overwrite`` is true.
+    """
+    path = Path(path)
+    st = _safetensors_torch(path)
+    tensors = _tensors_for_safetensors(state, str(path), set())
+    meta = {"format": "pt"}
+    spec = describe(tensors)
+    if spec is not None:
+        meta["imdn_plugin.network_g"] = json.dumps(spec.network_opt())
+    meta.update(metadata or {})
+    data = st.save(tensors, metadata=meta)
+    _atomic_write(path, lambda f: f.write(data), overwrite)
+    logger.debug("%s: wrote %d tensors (safetensors)", path, len(tensors))
+
+
+def save_network_file(
+    state_by_key: Mapping[str, Mapping[str, torch.Tensor]], path: PathLike, *, overwrite: bool = False
+) -> None:
+    """Save network weights by parameter group (``{'params': sd, 'params_ema': sd_ema}``), format by suffix.
+
+    - ``*.safetensors``: ``params`` (or, without it, the first group) under its
+      own tensor names, so spandrel and other tools read it as a bare state
+      dict; every other group ``k`` as ``k.<name>``; the header's
+      ``imdn_plugin.param_keys`` lists the groups, unprefixed one first.
+      :func:`load_state_dict` reads any group back by ``param_key``.
+    - anything else: BasicSR's ``torch.save({'params': ..., ...})``.
+
+    Atomic; an existing ``path`` is refused unless ``overwrite`` is true.
+    """
+    path = Path(path)
+    if not state_by_key:
+        raise ValueError("save_network_file: no parameter groups given")
+    if path.suffix.lower() != SAFETENSORS_SUFFIX:
+        atomic_torch_save({k: dict(v) for k, v in state_by_key.items()}, path, overwrite=overwrite)
+        return
+    first = "params" if "params" in state_by_key else next(iter(state_by_key))
+    keys = [first] + [k for k in state_by_key if k != first]
+    flat: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key in keys:
+        if not key or "." in key:
+            raise ValueError(f"save_network_file: parameter group name {key!r} must be non-empty and have no '.'")
+        for name, t in _tensors_for_safetensors(state_by_key[key], str(path), seen).items():
+            flat[name if key == first else f"{key}.{name}"] = t
+    clash = [n for n in state_by_key[first] if any(n.startswith(k + ".") for k in keys[1:])]
+    if clash or len(flat) != sum(len(v) for v in state_by_key.values()):
+        raise ValueError(f"save_network_file: tensor names clash with group prefixes: {clash[:3]}")
+    save_safetensors(flat, path, overwrite=overwrite, metadata={PARAM_KEYS_METADATA: json.dumps(keys)})
+
+
+def load_network(path: PathLike, param_key: Optional[str] = "params") -> tuple[nn.Module, ArchSpec]:
+    """Build IMDN / IMDN_AS from a checkpoint, type and sizes read off its shapes (:func:`describe`).
+
+    Returns the network (CPU, train mode as constructed) with the weights loaded, and its spec.
+    """
+    from .archs import IMDN, IMDN_AS
+
+    state = load_state_dict(path, param_key)
+    spec = describe(state)
+    if spec is None:
+        raise CheckpointError(f"{path}: not an IMDN or IMDN_AS checkpoint")
+    opt = spec.network_opt()
+    net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
+    load_into(net, state, source=str(path))
+    return net, spec

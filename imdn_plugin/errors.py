@@ -19,3 +19,15 @@ class CheckpointError(PluginError):
 
 class ImageReadError(PluginError):
     """An image file cannot be read or decoded."""
+
+
+class InferenceError(PluginError):
+    """Running the network on one image gave no usable result (e.g. non-finite output)."""
+
+
+class NonFiniteError(InferenceError):
+    """A network output (or another tensor that must be finite) holds NaN or Inf."""
+
+
+class ExperimentInUseError(PluginError):
+    """An experiment or results folder is held by another running ``basicsr`` process."""

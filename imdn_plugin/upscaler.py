@@ -5,12 +5,14 @@
     from imdn_plugin import Upscaler
     up = Upscaler("IMDN_x4.pth")                 # type, width, depth and scale read off the file
     sr = up(bgr)                                 # float32 BGR H×W×3 in [0, 1] -> (4H)×(4W)×3
-    png = up.upscale_file("photo.jpg")           # PNG bytes, grayscale / 16-bit / alpha kept
+    png = up.upscale_file("photo.jpg")           # PNG bytes, grayscale / 16-bit / alpha kept, EXIF orientation applied
 
 IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``scale >= 1``
 (integer or fractional): the image is first brought to the target size by
 MATLAB-style bicubic, then restored (ACS for sides not divisible by 4).
-``basicsr infer`` and the scripts use it.
+``basicsr infer`` and the scripts use it.  Nothing non-finite becomes an image:
+NaN/Inf weights are refused at load (:func:`~.checkpoint.load_state_dict`),
+NaN/Inf inputs and outputs raise :class:`~.errors.InferenceError`.
 """
 from __future__ import annotations
 
@@ -21,11 +23,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .archs import IMDN, IMDN_AS
-from .checkpoint import describe, load_into, load_state_dict
+from .checkpoint import load_network
 from .data import imageio
 from .data.resize import imresize_to
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError, InferenceError
 from .inference.predictor import InferenceOptions, build_predictor
 
 logger = logging.getLogger(__name__)
@@ -58,13 +59,7 @@ class Upscaler:
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu"
         )
-        state = load_state_dict(weights, param_key)
-        spec = describe(state)
-        if spec is None:
-            raise CheckpointError(f"{weights}: not an IMDN or IMDN_AS checkpoint")
-        opt = spec.network_opt()
-        net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
-        load_into(net, state, source=weights)
+        net, spec = load_network(weights, param_key)
         if spec.type == "IMDN":
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(
@@ -76,7 +71,7 @@ class Upscaler:
             self.pre_scale = 1.0 if scale is None else scale
             if not self.pre_scale >= 1:
                 raise ConfigError(f"--scale: must be >= 1, got {scale:g}")
-        self.spec, self.device = spec, device
+        self.spec, self.device, self.precision = spec, device, options.precision
         self.out_scale = spec.scale * self.pre_scale
         self.predict = build_predictor(net.to(device), options)
         logger.info("loaded %s from %s", spec, weights)
@@ -84,13 +79,36 @@ class Upscaler:
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         return max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
 
-    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+    def _input(self, bgr: np.ndarray) -> torch.Tensor:
+        """The network input: RGB, NCHW, clamped to [0, 1], on the device (IMDN_AS: pre-scaled);
+        :class:`InferenceError` if ``bgr`` holds NaN/Inf (which would otherwise be written as black)."""
+        bad_in = int(np.size(bgr) - np.count_nonzero(np.isfinite(bgr)))
+        if bad_in:
+            raise InferenceError(f"the input holds {bad_in} non-finite value(s) (NaN/Inf)")
         h, w = bgr.shape[:2]
         if self.pre_scale != 1:
             bgr = imresize_to(bgr, self.output_size(h, w))
         x = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))).unsqueeze(0)
-        y = self.predict(x.clamp(0, 1).to(self.device))
-        return y[0].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+        return x.clamp_(0, 1).to(self.device)
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        """Float32 BGR ``H×W×3`` in [0, 1] -> float32 BGR of the output size, clamped to [0, 1]."""
+        with torch.inference_mode():  # the output is an inference tensor: clamp it in place
+            y = self.predict(self._input(bgr))[0].float().clamp_(0, 1)
+        return y.cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+
+    def upscale_uint8(self, bgr: np.ndarray) -> np.ndarray:
+        """Like :meth:`__call__` but returns the 8-bit result (``round(255·y)``, uint8 BGR).
+
+        Tiles are quantised as they are produced, so a tiled image never exists in
+        float: the output costs 1 byte per value instead of 4 (and its copies).
+        """
+        x = self._input(bgr)
+        out_ch = self.spec.num_out_ch
+        s = self.spec.scale
+        out = torch.empty((1, out_ch, s * x.shape[-2], s * x.shape[-1]), dtype=torch.uint8)
+        self.predict(x, out=out)
+        return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()[:, :, ::-1])
 
     def upscale(self, img: imageio.Image) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """``(bgr, alpha)`` of a decoded image: the network's output and the bicubic-resized alpha."""
@@ -102,7 +120,15 @@ class Upscaler:
 
     def upscale_file(self, src: Union[str, "os.PathLike[str]"]) -> bytes:
         """Read an image file, upscale it and return PNG bytes of the same form
-        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept)."""
-        img = imageio.read(src)
-        sr, alpha = self.upscale(img)
+        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept).  The EXIF /
+        TIFF orientation tag of JPEG and TIFF files is applied (a PNG has no such tag)."""
+        img = imageio.read(src, orientation=True)
+        try:
+            if img.channels == 3 and img.bit_depth == 8:  # the common case: 8-bit all the way (less memory)
+                bgr = img.bgr
+                del img
+                return imageio.png_bytes(self.upscale_uint8(bgr), compress_level=None)
+            sr, alpha = self.upscale(img)
+        except InferenceError as exc:
+            raise InferenceError(f"{src}: {exc}") from None
         return imageio.encode_png(sr, alpha, bit_depth=16 if img.bit_depth == 16 else 8, gray=img.channels in (1, 2))

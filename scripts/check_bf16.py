@@ -81,9 +81,10 @@ def set5_pairs(set5: Path, scale: int) -> list[tuple[str, "object", "object"]]:
 def set5_scores(forward: Callable, scale: int, set5: Path, ssim: bool = True) -> tuple[float, float]:
     """Mean Y-channel ``(PSNR, SSIM)`` over Set5 of ``forward`` (NCHW RGB in [0, 1] -> SR), as ``basicsr test``
     (SSIM ``nan`` when ``ssim`` is false)."""
-    import imdn_plugin  # noqa: F401  (torchvision alias before basicsr)
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import tensor2img
+
+    import imdn_plugin  # noqa: F401  (torchvision alias before basicsr)
 
     psnrs, ssims = [], []
     for _, x, gt in set5_pairs(set5, scale):
@@ -137,7 +138,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from imdn_plugin.inference.fast import make_fast_forward
-    from imdn_plugin.inference.fused_cpu import FusedIMDNPlan, FusedIMDNPlanBF16, mkldnn_bf16_native
+    from imdn_plugin.inference.fused_cpu import (
+        FusedIMDNPlan,
+        FusedIMDNPlanBF16,
+        mkldnn_bf16_native,
+    )
 
     set5 = args.reference / "Set5"
     native = mkldnn_bf16_native()

@@ -114,6 +114,24 @@ def test_truncated_and_missing_files(tmp_path: Path) -> None:
         load_state_dict(tmp_path / "junk.pth")
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_by_name(tmp_path: Path, value: float) -> None:
+    net = IMDN(num_feat=16, num_block=1, upscale=2)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["IMDB1.c4.weight"].view(-1)[[3, 7]] = value
+    path = tmp_path / "diverged.pth"
+    torch.save({"params": state}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(path)
+    assert str(err.value) == (
+        f"{path}: tensor 'IMDB1.c4.weight' holds 2 non-finite value(s) (NaN/Inf) of "
+        f"{state['IMDB1.c4.weight'].numel()}; the weights are from a diverged training run or the file is corrupt"
+    )
+    # Integer tensors (e.g. counters) are not weights: never flagged.
+    torch.save({"params": {**net.state_dict(), "steps": torch.tensor([2**62])}}, path)
+    assert "steps" in load_state_dict(path)
+
+
 def test_not_a_network(tmp_path: Path) -> None:
     torch.save({"params": {"a": 1}}, tmp_path / "x.pth")
     with pytest.raises(CheckpointError, match="no network weights found"):
@@ -129,7 +147,7 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path, monkeypatch:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"net\.pth: cannot be written \(No space left on device\)"):
         atomic_torch_save({"v": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["v"], torch.ones(3))

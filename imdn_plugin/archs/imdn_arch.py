@@ -16,6 +16,9 @@ __all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS"]
 #: Negative slope of every LeakyReLU in the paper's code.
 LRELU_SLOPE = 0.05
 
+#: Floating dtypes whose CCA statistics are computed in fp32 (see :meth:`CCALayer.statistics`).
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 
 def _conv(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=True)
@@ -47,10 +50,25 @@ class CCALayer(nn.Module):
         """Channel weights from the per-channel statistics (``N×C×1×1`` each)."""
         return self.conv_du(std + mean)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @staticmethod
+    def statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-channel ``(mean, std)`` over H×W of Eq. 5 (population std), ``N×C×1×1`` each.
+
+        fp16 / bf16 maps are reduced in fp32 and the results cast back: a sum
+        over a 300×300 map of values near 1 exceeds fp16's 65504, and bf16
+        accumulates with 8 bits of mantissa.  The upcast is part of the traced
+        graph, so an exported fp16 ONNX model reduces in fp32 too, whatever the
+        runtime's accumulator.  fp32 / fp64 maps take the unchanged path.
+        """
+        if x.dtype in _LOW_PRECISION:
+            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+            return mean.to(x.dtype), var.sqrt().to(x.dtype)
         # Population variance (correction=0) as in the paper; one pass for both.
         var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        return x * self.gate(mean, var.sqrt())
+        return mean, var.sqrt()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(*self.statistics(x))
 
 
 class IMDB(nn.Module):
@@ -108,13 +126,17 @@ class _IMDNBody(nn.Module):
     size_multiple: int = 1
     #: Input pixels per feature-map pixel inside the trunk.
     feature_stride: int = 1
+    #: ``num_feat`` must be a multiple of this: each IMDB distils ``num_feat / 4``
+    #: channels four times and CCA reduces the ``num_feat`` distilled ones by 16.
+    num_feat_multiple: int = 16
 
     def __init__(self, num_in_ch: int, num_out_ch: int, num_feat: int, num_block: int, upscale: int) -> None:
         super().__init__()
         if num_block < 1:
             raise ValueError(f"{type(self).__name__}: num_block must be >= 1, got {num_block}")
-        if num_feat < 16 or num_feat % 16:
-            raise ValueError(f"{type(self).__name__}: num_feat must be a positive multiple of 16, got {num_feat}")
+        m = self.num_feat_multiple
+        if num_feat < m or num_feat % m:
+            raise ValueError(f"{type(self).__name__}: num_feat must be a positive multiple of {m}, got {num_feat}")
         self.num_block = num_block
         for i in range(1, num_block + 1):
             # Named IMDB1..IMDBn as in the authors' checkpoints.

@@ -5,19 +5,32 @@ IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``--scale``
 (integer or fractional): the image is first brought to the target size by
 MATLAB-style bicubic, then restored (ACS for sides not divisible by 4).
 Grayscale, 16-bit and RGBA inputs keep their form (alpha is resized by bicubic);
-outputs are PNGs, written atomically.  In folder mode a bad file is reported and
-skipped; the command exits 1 if any file failed.
+outputs are PNGs, written atomically.
+
+Nothing is lost: every output name is decided before the model is loaded, and
+the command refuses (one line, nothing written) when two inputs would give one
+output, an output would replace any input, or an output exists already (unless
+``--overwrite`` or ``--skip-existing``).  In folder mode a bad file is reported
+and skipped; the command exits 1 if any file failed.  The summary counts the
+files found on disk after writing.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data import imageio
 from ..errors import ConfigError, PluginError
@@ -26,10 +39,45 @@ from ..upscaler import Upscaler
 
 logger = logging.getLogger(__name__)
 
+#: ``inference:`` option keys and the flags that set them here.
+OPTION_FLAGS = {
+    "tile": "--tile",
+    "tile_overlap": "--tile-overlap",
+    "tile_stats": "--tile-stats",
+    "acs_padding": "--acs-padding",
+    "precision": "--precision",
+}
+
+EPILOG = f"""\
+outputs:
+  INPUT/x.jpg -> OUTDIR/x.png (x<SUFFIX>.png with --suffix); with --recursive,
+  INPUT/a/b/x.jpg -> OUTDIR/a/b/x.png. Before any work the command refuses, in
+  one line, when two inputs give one output name (x.png + x.jpg), when an
+  output would replace any input (inputs are never replaced, even with
+  --overwrite), or when outputs exist already: add --overwrite to replace them
+  or --skip-existing to keep them and skip their inputs (resume a folder).
+
+images:
+  JPEG and TIFF inputs are turned as their EXIF/TIFF orientation tag says
+  (as photo viewers show them). Images above {imageio.DEFAULT_MAX_PIXELS:,} pixels
+  (16384 x 16384) are refused from their header, before decoding; the
+  {imageio.MAX_PIXELS_ENV} environment variable sets another limit. Float
+  images (TIFF, EXR, PFM) with NaN/Inf samples are refused, checkpoints with
+  NaN/Inf weights too, and an image whose result is not finite is reported
+  and not written.
+
+exit status: 0 all written (or skipped), 1 some images failed (named at the
+end, the others are written), 2 refused before any work.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="basicsr infer", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="basicsr infer", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
-    p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+    p.add_argument("-o", "--output", required=True, help="output folder (created if needed; not a file)")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
     p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN: must match")
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels for bounded memory (default: off)")
@@ -41,62 +89,272 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on a CPU with AMX, else fp32")
     p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
     p.add_argument("--suffix", default="", help="appended to output file names")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also the images in subfolders; the folder tree is mirrored under --output")  # fmt: skip
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace output files that exist already (never an input)")  # fmt: skip
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="keep output files that exist already and skip their inputs (resume)")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (shown by default on a terminal) and no per-image lines")  # fmt: skip
     return p
 
 
-def list_inputs(path: Path) -> list[Path]:
-    if path.is_dir():
-        return imageio.list_images(path)
+# --------------------------------------------------------------------------- inputs
+def _same(a: Path, b: Optional[Path]) -> bool:
+    return b is not None and os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve()))
+
+
+def list_inputs(path: Path, recursive: bool = False, exclude: Optional[Path] = None) -> list[Path]:
+    """Image files of ``path`` (a file, or a folder: its images; with ``recursive``, those of
+    its whole tree, without following links to folders and without the ``exclude`` folder)."""
     if path.is_file():
         return [path]
-    raise ConfigError(f"--input: no such file or folder: {path}")
+    if not path.is_dir():
+        raise ConfigError(f"--input: no such file or folder: {path}")
+    if not recursive:
+        return imageio.list_images(path)
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        here = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if not _same(here / n, exclude))
+        found += sorted(p for p in (here / n for n in filenames) if imageio.is_image_file(p))
+    return found
 
 
-def process(upscaler: Upscaler, src: Path, out_dir: Path, suffix: str) -> Path:
-    dst = out_dir / f"{src.stem}{suffix}.png"
-    if dst.resolve() == src.resolve():
-        raise ConfigError(f"{src}: output would overwrite the input; use another --output or a --suffix")
-    imageio.write_atomic(dst, upscaler.upscale_file(src))
-    return dst
+def subfolders(path: Path, exclude: Optional[Path] = None) -> list[Path]:
+    """Folders directly inside ``path`` (not the ``exclude`` one)."""
+    return sorted(p for p in path.iterdir() if p.is_dir() and not _same(p, exclude))
+
+
+# --------------------------------------------------------------------------- outputs
+@dataclass(frozen=True)
+class Job:
+    """One input file and the output it gives."""
+
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Plan:
+    """What a run will do: ``jobs`` to run, ``skipped`` (output exists, ``--skip-existing``)."""
+
+    jobs: list[Job]
+    skipped: list[Job] = field(default_factory=list)
+
+
+def output_path(src: Path, root: Optional[Path], out_dir: Path, suffix: str) -> Path:
+    """``out_dir/<path of src under root>/<stem><suffix>.png`` (``root`` None: a single file)."""
+    rel = src.relative_to(root) if root is not None else Path(src.name)
+    return out_dir / rel.parent / f"{rel.stem}{suffix}.png"
+
+
+def _listing(items: Sequence[str], first: int = 3) -> str:
+    shown = ", ".join(items[:first])
+    return shown if len(items) <= first else f"{shown} and {len(items) - first} more"
+
+
+def plan_outputs(
+    inputs: Sequence[Path],
+    root: Optional[Path],
+    out_dir: Path,
+    suffix: str = "",
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+) -> Plan:
+    """Map every input to its output and refuse (:class:`ConfigError`, one line) what would lose a file.
+
+    Refused: an output that would replace any input (never allowed; same
+    resolved path, or an existing output that is the same file as an input:
+    a link, or another spelling on a case-insensitive filesystem), two inputs
+    giving one output (names compared ignoring case, as macOS and Windows
+    do), an output path that is a folder or lies under a file, and outputs
+    that exist already unless ``overwrite`` (replace them) or
+    ``skip_existing`` (leave them, skip their inputs).
+    """
+    jobs = [Job(src, output_path(src, root, out_dir, suffix)) for src in inputs]
+
+    def key(p: Path) -> str:
+        return os.path.normcase(str(p.resolve()))
+
+    def file_id(p: Path) -> Optional[tuple[int, int]]:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    input_keys = {key(s) for s in inputs}
+    input_ids = {file_id(s) for s in inputs} - {None}
+    clobber = [j for j in jobs if key(j.dst) in input_keys or (os.path.lexists(j.dst) and file_id(j.dst) in input_ids)]
+    if clobber:
+        raise ConfigError(
+            f"{len(clobber)} output(s) would replace input files: "
+            f"{_listing([f'{j.dst} (from {j.src})' for j in clobber])}; "
+            "inputs are never overwritten: use another --output folder or a --suffix"
+        )
+    by_dst: dict[str, list[Job]] = defaultdict(list)
+    for j in jobs:
+        by_dst[key(j.dst).casefold()].append(j)
+    clashes = [group for group in by_dst.values() if len(group) > 1]
+    if clashes:
+        raise ConfigError(
+            f"{len(clashes)} output name(s) would be written by several inputs: "
+            f"{_listing([f'{g[0].dst} (from ' + ' + '.join(str(j.src) for j in g) + ')' for g in clashes])}; "
+            "rename one of each, or run them into separate --output folders"
+        )
+    blocked = [j for j in jobs if j.dst.is_dir() or any(p.exists() and not p.is_dir() for p in _parents_below(j.dst, out_dir))]
+    if blocked:
+        raise ConfigError(
+            f"{len(blocked)} output(s) cannot be created (a folder of that name, or a file where a folder "
+            f"is needed): {_listing([str(j.dst) for j in blocked])}"
+        )
+    existing = [j for j in jobs if os.path.lexists(j.dst)]
+    if existing and not (overwrite or skip_existing):
+        raise ConfigError(
+            f"{len(existing)} output file(s) exist already: {_listing([str(j.dst) for j in existing])}; "
+            "add --overwrite to replace them or --skip-existing to keep them and skip their inputs"
+        )
+    if skip_existing:
+        done = set(existing)
+        return Plan([j for j in jobs if j not in done], existing)
+    return Plan(jobs)
+
+
+def _parents_below(dst: Path, out_dir: Path) -> Iterable[Path]:
+    """The folders between ``out_dir`` (included) and ``dst``."""
+    for parent in dst.parents:
+        yield parent
+        if parent == out_dir:
+            return
+
+
+def prepare_output(out_dir: Path) -> list[Path]:
+    """Create ``out_dir`` and check that a file can be created in it; return the folders created
+    (deepest first), for :func:`remove_if_empty` when the run stops before writing anything."""
+    created = [p for p in [out_dir, *out_dir.parents] if not os.path.lexists(p)]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".basicsr-infer-", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        remove_if_empty(created)
+        raise ConfigError(f"--output: cannot write to {out_dir} ({exc.strerror or exc})") from None
+    return created
+
+
+def remove_if_empty(folders: Iterable[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+# --------------------------------------------------------------------------- running
+def in_flag_terms(exc: ConfigError) -> ConfigError:
+    """An ``inference:<key>`` message of :class:`InferenceOptions` in this command's flag names."""
+    msg = re.sub(r"\binference:(\w+)", lambda m: OPTION_FLAGS.get(m.group(1), m.group(0)), str(exc))
+    msg = re.sub(r"^inference: make_fast_forward: precision='(\w+)' needs a network on CUDA.*",
+                 r"--precision \1: needs a CUDA device (--device cuda)", msg)  # fmt: skip
+    msg = re.sub(r"^inference: (make_fast_forward: )?", "", msg)
+    return ConfigError(msg.replace(" or ~ (no tiling)", " (or no --tile: no tiling)"))
+
+
+def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> Optional[str]:
+    """Upscale one file and write its PNG; ``None`` when the output is on disk, else why not."""
+    try:
+        data = upscaler.upscale_file(job.src)
+        imageio.write_atomic(job.dst, data, overwrite=overwrite)
+    except FileExistsError:
+        return f"{job.dst}: appeared while this run was working; not overwritten (use --overwrite)"
+    except PluginError as exc:
+        return str(exc)
+    except (RuntimeError, OSError, MemoryError) as exc:  # e.g. out of memory: say which file, keep going
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"{job.src}: {type(exc).__name__}: {first}"
+    if not job.dst.is_file():
+        return f"{job.dst}: not found after writing"
+    return None
+
+
+def _summary(written: int, plan: Plan, failed: Sequence[str], out_dir: Path, skip_existing: bool) -> str:
+    parts = [f"{written} written"]
+    if skip_existing:
+        parts.append(f"{len(plan.skipped)} skipped (exists)")
+    parts.append(f"{len(failed)} failed")
+    return f"basicsr infer: {', '.join(parts)} → {out_dir}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
-    options = InferenceOptions(
-        tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats, acs_padding=args.acs_padding,
-        precision=args.precision,
-    )
+    progress = not args.quiet and sys.stderr.isatty()
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s: %(message)s")  # fmt: skip
+    try:
+        options = InferenceOptions(
+            tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats, acs_padding=args.acs_padding,
+            precision=args.precision, progress=progress,
+        )  # fmt: skip
+    except ConfigError as exc:
+        raise in_flag_terms(exc) from None
     try:
         device = torch.device(args.device)
     except RuntimeError:
         raise ConfigError(f"--device: unknown device '{args.device}'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
-    inputs = list_inputs(Path(args.input))
+    imageio.max_pixels()  # a bad IMDN_MAX_PIXELS stops here, not at every image
+
+    src, out_dir = Path(args.input), Path(args.output)
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise ConfigError(f"--output: {out_dir} is a file; give a folder (it is created if needed)")
+    root = src if src.is_dir() else None
+    inputs = list_inputs(src, args.recursive, exclude=out_dir)
+    skipped_dirs = subfolders(src, exclude=out_dir) if root is not None and not args.recursive else []
     if not inputs:
-        raise ConfigError(f"--input: no image files in {args.input}")
-    upscaler = Upscaler(args.weights, args.scale, options, device, args.param_key)
-    out_dir = Path(args.output)
-    failed: list[tuple[Path, str]] = []
-    bar = tqdm(inputs, unit="image", disable=args.quiet or len(inputs) < 2)
-    for src in bar:
-        bar.set_postfix_str(src.name)
-        try:
-            dst = process(upscaler, src, out_dir, args.suffix)
-            logger.info("%s -> %s", src, dst)
-        except PluginError as exc:
-            failed.append((src, str(exc)))
-            logger.error("%s", exc)
-        except (RuntimeError, OSError, MemoryError) as exc:  # e.g. out of memory: say which file, keep going
-            failed.append((src, f"{src}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
-            logger.error("%s", failed[-1][1])
-    done = len(inputs) - len(failed)
-    print(f"basicsr infer: {done} of {len(inputs)} image(s) written to {out_dir}", file=sys.stderr)
+        hint = f" ({len(skipped_dirs)} subfolder(s): use --recursive)" if skipped_dirs else ""
+        raise ConfigError(f"--input: no image files in {src}{hint}")
+    plan = plan_outputs(inputs, root, out_dir, args.suffix, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    if skipped_dirs:
+        print(f"basicsr infer: {len(skipped_dirs)} subfolder(s) of {src} skipped (use --recursive)", file=sys.stderr)
+    if not plan.jobs:
+        print(_summary(0, plan, [], out_dir, args.skip_existing), file=sys.stderr)
+        return 0
+
+    created = prepare_output(out_dir)
+    try:
+        upscaler = Upscaler(args.weights, args.scale, options, device, args.param_key)
+    except ConfigError as exc:
+        remove_if_empty(created)
+        raise in_flag_terms(exc) from None
+    except BaseException:
+        remove_if_empty(created)
+        raise
+
+    written, failed = 0, []
+    try:
+        with logging_redirect_tqdm(), tqdm(plan.jobs, desc="images", unit="image", disable=not progress) as bar:
+            for job in bar:
+                bar.set_postfix_str(job.src.name)
+                problem = process(upscaler, job, args.overwrite)
+                if problem is None:
+                    written += 1
+                    logger.info("%s -> %s", job.src, job.dst)
+                else:
+                    failed.append(problem)
+                    logger.error("%s", problem)
+    except KeyboardInterrupt:
+        print(_summary(written, plan, failed, out_dir, args.skip_existing) + " (interrupted)", file=sys.stderr)
+        raise
+    print(_summary(written, plan, failed, out_dir, args.skip_existing), file=sys.stderr)
     if failed:
         print(f"basicsr infer: {len(failed)} failed:", file=sys.stderr)
-        for _, msg in failed:
+        for msg in failed:
             print(f"  {msg}", file=sys.stderr)
         return 1
     return 0

@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence, Union
@@ -50,9 +51,9 @@ from .lmdb import (
     LmdbWriter,
     check_key,
     image_shape,
-    lmdb_is_complete,
     remove_stale_temporaries,
     validate_lmdb_pair,
+    verify_lmdb,
 )
 from .resize import bicubic_downscale, mod_crop
 
@@ -280,17 +281,24 @@ def _prep_info(kind: str, scale: int, crop_size: int, step: int, thresh_size: in
     return info
 
 
-def _existing_ok(target: Path, info: dict) -> bool:
-    """True if ``target`` is a complete LMDB made with ``info``'s settings (skip it)."""
+def _existing_ok(target: Path, info: dict, progress: bool = False) -> bool:
+    """True if ``target`` is a complete LMDB made with ``info``'s settings (skip it).
+
+    "Complete" is verified, not assumed: every value is read back and checked
+    against the writer's manifest (:func:`~.lmdb.verify_lmdb`), so a truncated
+    copy or an altered value is reported instead of being trained on.
+    """
     if not target.exists():
         return False
-    if not lmdb_is_complete(target):
+    if not (target / "data.mdb").is_file() or not (target / "meta_info.txt").is_file():
         raise ValueError(
-            f"{target} exists but is not a complete LMDB; remove it or rerun with overwrite (--overwrite)"
+            f"{target} exists but is not a complete LMDB (no data.mdb or meta_info.txt); "
+            "remove it or rerun with overwrite (--overwrite)"
         )
     info_file = target / PREP_INFO_NAME
     if not info_file.is_file():
         logger.warning("%s: exists without %s, its settings cannot be checked; keeping it", target, PREP_INFO_NAME)
+        _verify_existing(target, progress)
         return True
     try:
         old = json.loads(info_file.read_text(encoding="utf-8"))
@@ -301,7 +309,14 @@ def _existing_ok(target: Path, info: dict) -> bool:
         raise ValueError(
             f"{target} exists but was made with other settings ({diff}); rerun with overwrite (--overwrite)"
         )
+    _verify_existing(target, progress)
     return True
+
+
+def _verify_existing(target: Path, progress: bool) -> None:
+    start = time.perf_counter()
+    n = verify_lmdb(target, progress=progress)
+    logger.info("%s: %d values read back and verified in %.1f s", target, n, time.perf_counter() - start)
 
 
 def prepare_subimage_lmdbs(
@@ -379,7 +394,7 @@ def prepare_subimage_lmdbs(
     todo: list[str] = []
     for name, target in targets.items():
         remove_stale_temporaries(target)
-        if not overwrite and _existing_ok(target, infos[name]):
+        if not overwrite and _existing_ok(target, infos[name], progress):
             logger.info("%s exists and is complete, skipped", target)
         else:
             todo.append(name)

@@ -12,11 +12,26 @@ Two forms, both from one checked decoder (:func:`imdecode`):
 PNGs are written by :func:`encode_png` (float, 8/16 bit, with alpha) and
 :func:`png_bytes` (uint8 as BasicSR stores them in LMDBs).  Any failure names
 the file.
+
+Every read refuses, with :class:`ImageReadError`:
+
+* an image above :func:`max_pixels` pixels (default :data:`DEFAULT_MAX_PIXELS`,
+  ``IMDN_MAX_PIXELS`` in the environment changes it), judged from the file
+  header before anything is allocated (:mod:`.headers`), or after decoding for
+  formats whose header is not parsed;
+* anything OpenCV's decoder raises (``cv2.error``: its own limits, corrupt data);
+* float images (TIFF, EXR, PFM, HDR) holding NaN or Inf.
+
+``read(..., orientation=True)`` / ``decode(..., orientation=True)`` (used by
+``basicsr infer`` and :class:`~imdn_plugin.upscaler.Upscaler`) turn the image
+as its EXIF/TIFF orientation tag says (JPEG, TIFF), as viewers show it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -25,7 +40,8 @@ import cv2
 import numpy as np
 
 from ..atomic import atomic_write
-from ..errors import ImageReadError
+from ..errors import ConfigError, ImageReadError
+from . import headers
 
 PathLike = Union[str, "os.PathLike[str]"]
 logger = logging.getLogger(__name__)
@@ -37,6 +53,14 @@ IMAGE_EXTENSIONS = (
 )  # fmt: skip
 #: PNG compression level of LMDB values (BasicSR's).
 DEFAULT_COMPRESS_LEVEL = 1
+
+#: Environment variable: the largest image (width × height) any reader accepts.
+MAX_PIXELS_ENV = "IMDN_MAX_PIXELS"
+#: Default pixel limit: 2**28 = 268,435,456 pixels (16384 × 16384).  Above the
+#: largest camera sensors (~150 Mpx), so only stitched panoramas, scans and
+#: crafted files reach it; such an image already needs 3 GiB as float32 BGR
+#: before the network multiplies it (OpenCV's own limit, 2**30, would allow 12 GiB).
+DEFAULT_MAX_PIXELS = 2**28
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"
@@ -65,30 +89,109 @@ class Image:
     channels: int
 
 
-def imdecode(buf: np.ndarray) -> np.ndarray:
-    """``cv2.imdecode(buf, IMREAD_UNCHANGED)`` that refuses empty, cut-short or undecodable data.
+def max_pixels() -> int:
+    """The pixel limit of every reader: ``IMDN_MAX_PIXELS`` (a positive integer) or :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r}: must be a positive whole number of pixels")
+    return value
 
-    Raises :class:`ImageReadError` whose message is the bare reason; callers add the file name.
+
+def _check_pixels(width: int, height: int) -> None:
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageReadError(
+            f"{width}x{height} = {width * height:,} pixels, above the limit of {limit:,}; "
+            f"set {MAX_PIXELS_ENV} to allow more"
+        )
+
+
+def _cv2_reason(exc: Exception) -> str:
+    """The useful part of a multi-line ``cv2.error`` message."""
+    text = " ".join(str(exc).split())
+    m = re.search(r"error: \(-?\d+:[^)]*\) (.*)", text)
+    return (m.group(1) if m else text)[:200]
+
+
+def imdecode(buf: np.ndarray) -> np.ndarray:
+    """``cv2.imdecode(buf, IMREAD_UNCHANGED)`` that refuses empty, cut-short, oversized or undecodable data.
+
+    The size declared by the header is checked against :func:`max_pixels`
+    before OpenCV allocates anything.  Raises :class:`ImageReadError` whose
+    message is the bare reason; callers add the file name.
     """
     if buf.size == 0:
         raise ImageReadError("empty file")
     problem = truncation_problem(bytes(buf[:8]) + bytes(buf[-4096:]))
     if problem:
         raise ImageReadError(problem)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    size = headers.image_size(buf)
+    if size is not None:
+        _check_pixels(*size)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own limits (OPENCV_IO_MAX_IMAGE_PIXELS) or a decoder failure
+        raise ImageReadError(f"OpenCV refused it: {_cv2_reason(exc)}") from None
     if img is None:
         raise ImageReadError("not a decodable image")
+    _check_pixels(img.shape[1], img.shape[0])  # formats whose header is not parsed
     return img
 
 
-def decode(data: Union[bytes, np.ndarray], source: str) -> Image:
-    """Decode encoded image bytes (as stored in files or LMDBs)."""
+def decode(data: Union[bytes, np.ndarray], source: str, orientation: bool = False) -> Image:
+    """Decode encoded image bytes (as stored in files or LMDBs); with ``orientation``,
+    turn it as its EXIF/TIFF orientation tag says (see :func:`orient`)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
         img = imdecode(buf)
     except ImageReadError as exc:
         raise ImageReadError(f"{source}: cannot decode image ({exc})") from None
+    if orientation:
+        img = orient(img, buf)
     return from_array(img, source)
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored ``H×W[×C]`` array into its displayed form for an EXIF orientation 1..8."""
+    t = img.swapaxes(0, 1) if orientation >= 5 else img
+    flips = {2: (slice(None), slice(None, None, -1)), 3: (slice(None, None, -1), slice(None, None, -1)),
+             4: (slice(None, None, -1),), 6: (slice(None), slice(None, None, -1)),
+             7: (slice(None, None, -1), slice(None, None, -1)), 8: (slice(None, None, -1),)}  # fmt: skip
+    return np.ascontiguousarray(t[flips[orientation]] if orientation in flips else t)
+
+
+@functools.lru_cache(maxsize=None)
+def decoder_applies_orientation(fmt: str) -> bool:
+    """Whether ``cv2.imdecode(..., IMREAD_UNCHANGED)`` already turns ``fmt`` images by their tag.
+
+    OpenCV documents that ``IMREAD_UNCHANGED`` ignores EXIF orientation (JPEG),
+    but its TIFF decoder (OpenCV 5.0) applies the TIFF orientation tag itself;
+    a tiny probe file decides, so an image is never turned twice.
+    """
+    data, stored = headers.orientation_probe(fmt)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # pragma: no cover
+        return False
+    return img is not None and img.shape[:2] == stored[::-1]
+
+
+def orient(img: np.ndarray, buf: Union[bytes, np.ndarray]) -> np.ndarray:
+    """Apply the orientation tag of the encoded ``buf`` (JPEG, TIFF) to its decoded ``img``,
+    unless the decoder did already."""
+    fmt = headers.image_format(buf)
+    if fmt not in ("jpeg", "tiff"):
+        return img
+    value = headers.exif_orientation(buf)
+    if value == 1 or decoder_applies_orientation(fmt):
+        return img
+    return apply_orientation(img, value)
 
 
 def from_array(img: np.ndarray, source: str = "image") -> Image:
@@ -104,6 +207,14 @@ def from_array(img: np.ndarray, source: str = "image") -> Image:
     if img.ndim == 2:
         img = img[:, :, None]
     channels = img.shape[2]
+    if depth == 32:
+        finite = np.isfinite(img)
+        if not finite.all():
+            y, x = np.argwhere(~finite)[0][:2]
+            raise ImageReadError(
+                f"{source}: {int((~finite).sum())} non-finite sample(s) (NaN/Inf) in a float image, "
+                f"first at row {y}, column {x}; refusing to guess their colour"
+            )
     f = img.astype(np.float32) / scale
     if depth == 32:
         f = np.clip(f, 0.0, 1.0)
@@ -123,13 +234,13 @@ def from_array(img: np.ndarray, source: str = "image") -> Image:
     return Image(np.ascontiguousarray(bgr), None if alpha is None else np.ascontiguousarray(alpha), depth, channels)
 
 
-def read(path: PathLike) -> Image:
+def read(path: PathLike, orientation: bool = False) -> Image:
     """Read an image file (see :func:`decode`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    return decode(data, str(path))
+    return decode(data, str(path), orientation=orientation)
 
 
 def encode_png(bgr: np.ndarray, alpha: Optional[np.ndarray] = None, bit_depth: int = 8, gray: bool = False) -> bytes:
@@ -171,7 +282,9 @@ def read_image(path: PathLike) -> np.ndarray:
     * palette images come as OpenCV expands them (BGR, or BGRA with a
       transparency chunk, whose alpha is then dropped).
 
-    EXIF orientation is not applied (as with ``cv2.IMREAD_UNCHANGED``).
+    The EXIF orientation of JPEGs is not applied (as with ``cv2.IMREAD_UNCHANGED``;
+    OpenCV's TIFF decoder applies the TIFF tag itself).  Images above
+    :func:`max_pixels` are refused before decoding.
 
     Raises:
         ImageReadError: ``cannot read image: <path> (<why>)`` for a missing,

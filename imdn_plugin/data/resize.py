@@ -42,7 +42,7 @@ def _weights(in_len: int, out_len: int, antialias: bool) -> tuple[np.ndarray, np
 def imresize_to(img: np.ndarray, size: tuple[int, int], antialias: bool = True) -> np.ndarray:
     """Resize an HxW or HxWxC float image to ``size = (out_h, out_w)`` (MATLAB bicubic).
 
-    Returns float32; values are not clipped (bicubic overshoots slightly).
+    Returns C-contiguous float32; values are not clipped (bicubic overshoots slightly).
     """
     out_h, out_w = int(size[0]), int(size[1])
     if out_h < 1 or out_w < 1:
@@ -56,8 +56,10 @@ def imresize_to(img: np.ndarray, size: tuple[int, int], antialias: bool = True) 
     if out_w != x.shape[1]:
         w, src = _weights(x.shape[1], out_w, antialias)
         x = np.einsum("ot,hotc->hoc", w, x[:, src])
-    x = x.astype(np.float32)
-    return x[:, :, 0] if squeeze else x
+    # C order: the einsum leaves other strides, and OpenCV's in-place ops (BasicSR's augment
+    # flips with cv2.flip(img, 1, img)) refuse such arrays.
+    x = np.ascontiguousarray(x[:, :, 0] if squeeze else x, dtype=np.float32)
+    return x
 
 
 def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:

@@ -23,7 +23,14 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from .fused_cpu import FusedIMDNPlan, FusedIMDNPlanBF16, amx_detected, fusable, mkldnn_fusion_available, self_check
+from .fused_cpu import (
+    FusedIMDNPlan,
+    FusedIMDNPlanBF16,
+    amx_detected,
+    fusable,
+    mkldnn_fusion_available,
+    self_check,
+)
 
 __all__ = ["AUTOCAST_DTYPES", "PRECISIONS", "FastForward", "make_fast_forward", "resolve_precision"]
 

@@ -31,7 +31,9 @@ from .tiling import (
     Span,
     axis_spans,
     check_tiling_args,
+    output_tensor,
     tile_geometry,
+    write_region,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ def global_tiled_forward(
     batch: int = DEFAULT_TILE_BATCH,
     progress: bool = False,
     stages: Optional[Stages] = None,
+    out: Optional[Tensor] = None,
 ) -> Tensor:
     """Like :func:`.tiling.tiled_forward`, with every CCA using whole-image statistics.
 
@@ -99,9 +102,10 @@ def global_tiled_forward(
         stages: How to run the network's stages; default :class:`ModuleStages` (the module's
             own submodules).  :func:`.predictor.build_predictor` passes the fused CPU plan of
             :func:`.fast.make_fast_forward` when there is one (same results, ~2x faster).
+        out: Optional output tensor to fill, as for :func:`.tiling.tiled_forward`.
 
     Returns:
-        ``N×C'×(s·H)×(s·W)`` on ``x``'s device.
+        ``out``, or a new ``N×C'×(s·H)×(s·W)`` tensor on ``x``'s device.
     """
     if not isinstance(network, IMDNBase):
         raise TypeError(f"global_tiled_forward: needs an IMDN or IMDN_AS network, got {type(network).__name__}")
@@ -115,7 +119,7 @@ def global_tiled_forward(
         stages = ModuleStages(network)
     blocks = stages.blocks()
     windows = [(r, c) for r in rows for c in cols]
-    out: Tensor | None = None
+    result: Tensor | None = None
     with torch.no_grad(), tqdm(
         total=n * (len(blocks) + 1) * len(windows), desc="tiles (global CCA)", unit="tile", disable=not progress, leave=False
     ) as bar:
@@ -138,12 +142,13 @@ def global_tiled_forward(
                     hcur = stages.fea_conv(inp)
                     for j in range(k):
                         hcur = stages.fuse(j, hcur, stages.distill(j, hcur), *stats[j])
-                    feat = stages.distill(k, hcur).double()
+                    feat = stages.distill(k, hcur)
+                    del hcur
                     for t, (r, c) in enumerate(group):
                         r0, r1 = _feature_core(r, stride)
                         c0, c1 = _feature_core(c, stride)
-                        core = feat[t, :, r0:r1, c0:c1]
-                        s1, s2 = core.sum(dim=(1, 2)), (core * core).sum(dim=(1, 2))
+                        core = feat[t, :, r0:r1, c0:c1].double()
+                        s1, s2 = core.sum(dim=(1, 2)), core.square_().sum(dim=(1, 2))
                         total = s1 if total is None else total + s1
                         total_sq = s2 if total_sq is None else total_sq + s2
                         count = core[0].numel() + (count or 0)
@@ -159,13 +164,16 @@ def global_tiled_forward(
                     hcur = stages.fuse(j, hcur, stages.distill(j, hcur), *stats[j])
                     outs.append(hcur)
                 y = stages.tail(fea, outs)
-                if out is None:
-                    out = y.new_empty((n, y.shape[1], scale * h, scale * w))
+                del fea, hcur, outs
+                if result is None:
+                    result = output_tensor(out, (n, y.shape[1], scale * h, scale * w), y)
                 for t, (r, c) in enumerate(group):
-                    out[i, :, scale * r.core0 : scale * r.core1, scale * c.core0 : scale * c.core1] = y[
-                        t, :, scale * (r.core0 - r.start) : scale * (r.core1 - r.start),
-                        scale * (c.core0 - c.start) : scale * (c.core1 - c.start),
-                    ]  # fmt: skip
+                    write_region(
+                        result[i, :, scale * r.core0 : scale * r.core1, scale * c.core0 : scale * c.core1],
+                        y[t, :, scale * (r.core0 - r.start) : scale * (r.core1 - r.start),
+                          scale * (c.core0 - c.start) : scale * (c.core1 - c.start)],
+                    )  # fmt: skip
+                del y
                 bar.update(len(group))
-    assert out is not None
-    return out
+    assert result is not None
+    return result

@@ -8,10 +8,12 @@ tiles.  ``IMDNModel``, ``basicsr infer`` and the benchmark all use it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor, nn
 
 from ..archs import IMDNBase
@@ -20,6 +22,8 @@ from ..options import check_keys
 from . import cropping, tiling
 from .fast import PRECISIONS, make_fast_forward
 from .global_tiling import global_tiled_forward
+
+logger = logging.getLogger(__name__)
 
 MODES = ("auto", "whole", "acs", "tile")
 TILE_STATS = ("global", "local")
@@ -30,13 +34,14 @@ class InferenceOptions:
     """How test images go through the network (the ``inference:`` block of an option file).
 
     Attributes:
-        mode: ``auto`` (tiles if ``tile`` is set, else ACS for IMDN_AS and a
-            whole-image forward for IMDN), ``whole`` (one forward, padded to
+        mode: ``auto`` (tiles if ``tile`` is set or the whole image would not fit in
+            the available memory, else ACS for IMDN_AS and a whole-image forward for IMDN), ``whole`` (one forward, padded to
             the network's size multiple), ``acs`` or ``tile``.
         acs_padding: ACS padding, ``4k`` with ``k >= 1`` (paper Eq. 8; 32).
         tile: Largest tile side in input pixels (``None``: no tiling).
         tile_overlap: Context pixels around each tile, in input pixels.
-        tile_batch: Tiles per network call.
+        tile_batch: Tiles per network call (``None``: 1 on CPU, where more are not faster
+            and cost memory; 4 elsewhere).
         tile_stats: ``global`` (default): every CCA of IMDN/IMDN_AS uses the
             statistics of the whole image, gathered tile by tile, so tiles
             give the whole-image result (several passes; memory stays
@@ -54,7 +59,7 @@ class InferenceOptions:
     acs_padding: int = 32
     tile: Optional[int] = None
     tile_overlap: int = tiling.DEFAULT_OVERLAP
-    tile_batch: int = tiling.DEFAULT_TILE_BATCH
+    tile_batch: Optional[int] = None
     tile_stats: str = "global"
     channels_last: Optional[bool] = None
     compile: bool = False
@@ -82,8 +87,8 @@ class InferenceOptions:
             fail("tile_overlap", self.tile_overlap, f"must be less than half the tile ({self.tile})")
         if self.tile_stats not in TILE_STATS:
             fail("tile_stats", self.tile_stats, f"must be one of {', '.join(TILE_STATS)}")
-        if not is_int(self.tile_batch) or self.tile_batch < 1:
-            fail("tile_batch", self.tile_batch, "must be an integer >= 1")
+        if self.tile_batch is not None and (not is_int(self.tile_batch) or self.tile_batch < 1):
+            fail("tile_batch", self.tile_batch, "must be an integer >= 1 or ~ (1 on CPU, 4 on GPU)")
         if self.channels_last not in (None, True, False):
             fail("channels_last", self.channels_last, "must be true, false or ~")
         if self.compile not in (True, False):
@@ -109,14 +114,66 @@ def network_geometry(network: nn.Module) -> tuple[int, int]:
     return int(getattr(network, "scale", 1)), int(getattr(network, "size_multiple", 1))
 
 
-def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = None) -> Callable[[Tensor], Tensor]:
-    """Return ``predict(x) -> y`` for NCHW float images in ``[0, 1]``.
+#: Share of the available memory a whole-image pass may take before ``mode: auto`` tiles instead.
+AUTO_TILE_SHARE = 0.7
+#: 32-bit feature maps of ``num_feat`` channels alive at once in a whole-image IMDN forward (fused
+#: CPU plan, measured with IMDN ×4 on 1200×2001: ~5 maps plus the output; 6 leaves a margin).
+_LIVE_MAPS = 6
+
+
+def whole_image_bytes(network: nn.Module, n: int, h: int, w: int) -> Optional[int]:
+    """Estimated peak bytes of one whole-image forward of an IMDN / IMDN_AS (``None`` for other networks)."""
+    if not isinstance(network, IMDNBase):
+        return None
+    num_feat = network.LR_conv.out_channels
+    stride, scale = network.feature_stride, network.scale
+    features = n * (h // stride + 1) * (w // stride + 1) * num_feat * 4 * _LIVE_MAPS
+    output = 2 * n * 3 * (scale * h) * (scale * w) * 4  # the float output and one copy of it
+    return features + output
+
+
+def available_bytes(device: torch.device) -> Optional[int]:
+    """Memory available for a forward on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def auto_tile(network: nn.Module, x: Tensor, device: torch.device) -> Optional[int]:
+    """A tile side when a whole-image pass of ``x`` would not fit in the available memory, else None."""
+    need = whole_image_bytes(network, x.shape[0], x.shape[-2], x.shape[-1])
+    have = available_bytes(device)
+    if need is None or have is None or need <= AUTO_TILE_SHARE * have:
+        return None
+    tile = tiling.DEFAULT_TILE
+    logger.warning(
+        "a whole-image pass of %dx%d needs ~%.1f GB, %.1f GB available: tiling it (tile %d; set inference:tile / "
+        "--tile to choose)", x.shape[-2], x.shape[-1], need / 1e9, have / 1e9, tile,
+    )  # fmt: skip
+    return tile
+
+
+def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = None) -> Callable[..., Tensor]:
+    """Return ``predict(x, out=None) -> y`` for NCHW float images in ``[0, 1]``.
 
     Example::
 
         net = IMDN(upscale=4); load_into(net, load_state_dict("IMDN_x4.pth"))
         predict = build_predictor(net, InferenceOptions(tile=256))
         sr = predict(lr)   # (N, 3, 4H, 4W)
+
+    ``out`` (optional) is filled and returned: a floating tensor, or ``uint8``
+    (8-bit pixels ``round(255·clamp(y, 0, 1))``; tiles are quantised one by one,
+    so a tiled image never exists in float).  With ``mode: auto`` and no
+    ``tile``, an image whose whole-image pass would not fit in the available
+    memory is tiled (with a warning).
 
     The network is used in eval mode under ``torch.inference_mode``; its
     parameters are read when the predictor is built (rebuild it after training
@@ -130,45 +187,48 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
         )
     except ValueError as exc:  # e.g. fp16 for a network on the CPU: an option problem, said in one line
         raise ConfigError(f"inference: {exc}") from None
-    mode = options.mode
-    if mode == "auto":
-        mode = "tile" if options.tile is not None else ("acs" if multiple > 1 else "whole")
+    # On a CPU one tile per call is as fast as several, with a quarter of the memory.
+    batch = options.tile_batch or (1 if forward.device.type == "cpu" else tiling.DEFAULT_TILE_BATCH)
+    overlap, progress = options.tile_overlap, options.progress
+    global_stats = options.tile_stats == "global" and isinstance(network, IMDNBase)
 
-    if mode == "tile" and options.tile_stats == "global" and isinstance(network, IMDNBase):
-        assert options.tile is not None
-        tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
-
-        def predict(x: Tensor) -> Tensor:
+    def tiled(x: Tensor, tile: int, out: Optional[Tensor]) -> Tensor:
+        if global_stats:
             # The frozen copy and its stages (the fused CPU plan's when it runs), in the
             # fast forward's own run context.
             x = forward.prepare(x)
             with forward.context():
-                y = global_tiled_forward(
+                return global_tiled_forward(
                     forward.module, x, tile=tile, overlap=overlap, batch=batch, progress=progress,
-                    stages=forward.stages(),
+                    stages=forward.stages(), out=out,
                 )  # fmt: skip
-            return y.float()
+        return tiling.tiled_forward(
+            forward, x, scale=scale, tile=tile, overlap=overlap, batch=batch, multiple=multiple, progress=progress,
+            out=out,
+        )  # fmt: skip
 
-    elif mode == "tile":
-        assert options.tile is not None
-        tile, overlap, batch, progress = options.tile, options.tile_overlap, options.tile_batch, options.progress
+    def untiled(x: Tensor, mode: str) -> Tensor:
+        if mode == "acs" and multiple > 1:
+            return cropping.acs_forward(forward, x, padding=options.acs_padding)
+        # whole image (IMDN, or 'acs' asked for a network that needs no cropping)
+        if multiple > 1 and (x.shape[-2] % multiple or x.shape[-1] % multiple):
+            return cropping.pad_forward(forward, x, multiple=multiple, scale=scale)
+        return forward(x)
 
-        def predict(x: Tensor) -> Tensor:
-            return tiling.tiled_forward(
-                forward, x, scale=scale, tile=tile, overlap=overlap, batch=batch, multiple=multiple, progress=progress
-            )
-
-    elif mode == "acs" and multiple > 1:
-        padding = options.acs_padding
-
-        def predict(x: Tensor) -> Tensor:
-            return cropping.acs_forward(forward, x, padding=padding)
-
-    else:  # whole image (IMDN, or 'acs' asked for a network that needs no cropping)
-
-        def predict(x: Tensor) -> Tensor:
-            if multiple > 1 and (x.shape[-2] % multiple or x.shape[-1] % multiple):
-                return cropping.pad_forward(forward, x, multiple=multiple, scale=scale)
-            return forward(x)
+    def predict(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        mode, tile = options.mode, options.tile
+        if mode == "auto":
+            if tile is None:
+                tile = auto_tile(network, x, forward.device)
+            mode = "tile" if tile is not None else ("acs" if multiple > 1 else "whole")
+        if mode == "tile":
+            assert tile is not None
+            y = tiled(x, tile, out)
+            return y if out is not None or y.dtype == torch.float32 else y.float()
+        y = tiling.check_finite(untiled(x, mode))
+        if out is None:
+            return y
+        tiling.write_region(tiling.output_tensor(out, tuple(y.shape), y), y)
+        return out
 
     return predict

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..errors import NonFiniteError
 from .cropping import (
     Network,
     check_input,
@@ -32,6 +33,7 @@ __all__ = [
     "tile_count",
     "tile_geometry",
     "tiled_forward",
+    "write_region",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,40 @@ def tile_geometry(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
     return eff_tile, eff_overlap
 
 
+def check_finite(y: Tensor) -> Tensor:
+    """``y``, or :class:`~imdn_plugin.errors.NonFiniteError` if it holds NaN or Inf (broken weights
+    or input): such an output must never become an image or a metric."""
+    if not bool(torch.isfinite(y).all()):
+        bad = int((~torch.isfinite(y)).sum())
+        raise NonFiniteError(
+            f"the network's output holds {bad} non-finite value(s) (NaN/Inf) of {y.numel()} (overflow with these "
+            "weights or this precision?); nothing written"
+        )
+    return y
+
+
+def write_region(dst: Tensor, src: Tensor) -> None:
+    """Store a network output region (checked finite): as is into a floating ``dst``; into a
+    ``uint8`` ``dst`` as ``round(clamp(src, 0, 1) · 255)`` (what an 8-bit PNG holds), so that a
+    whole image never has to exist in float (4× the memory)."""
+    check_finite(src)
+    if dst.dtype == torch.uint8:
+        dst.copy_(src.clamp(0, 1).mul_(255).round_())
+    elif dst.dtype.is_floating_point:
+        dst.copy_(src)
+    else:
+        raise ValueError(f"output tensor must be floating or uint8, got {dst.dtype}")
+
+
+def output_tensor(out: Tensor | None, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """``out`` checked against ``shape``, or a new tensor of ``like``'s dtype and device."""
+    if out is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"output tensor has shape {tuple(out.shape)}, expected {tuple(shape)}")
+    return out
+
+
 def tile_count(h: int, w: int, tile: int, overlap: int, multiple: int = 1) -> int:
     """Number of tiles an ``h×w`` image is cut into (per image)."""
     tile, overlap = tile_geometry(tile, overlap, multiple)
@@ -128,6 +164,7 @@ def tiled_forward(
     batch: int = DEFAULT_TILE_BATCH,
     multiple: int = 1,
     progress: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Memory-bounded inference on a grid of overlapping tiles (no gradients).
 
@@ -160,9 +197,11 @@ def tiled_forward(
         batch: Windows per network call (the network never sees a larger batch).
         multiple: Side multiple the network needs (IMDN: 1; IMDN_AS: 4).
         progress: Show a tqdm progress bar.
+        out: Optional ``N×C'×(scale·H)×(scale·W)`` tensor to fill (floating, or ``uint8``:
+            each tile quantised as it is written, see :func:`write_region`).
 
     Returns:
-        ``N×C'×(scale·H)×(scale·W)`` tensor on ``x``'s device with ``x``'s dtype.
+        ``out``, or a new ``N×C'×(scale·H)×(scale·W)`` tensor on ``x``'s device with ``x``'s dtype.
 
     Raises:
         ValueError: For invalid arguments or a network output of the wrong size.
@@ -200,15 +239,16 @@ def tiled_forward(
             if not pending:
                 break
             inp = torch.cat([crop(*win) for win in pending], dim=0)
-            out = check_output("tiled_forward", network(inp), len(pending), s * th, s * tw)
+            y = check_output("tiled_forward", network(inp), len(pending), s * th, s * tw)
             del inp
             if result is None:
-                result = torch.empty((n, out.shape[1], s * h, s * w), dtype=x.dtype, device=x.device)
+                result = output_tensor(out, (n, y.shape[1], s * h, s * w), x)
             for k, (i, r, c) in enumerate(pending):
-                result[i, :, s * r.core0 : s * r.core1, s * c.core0 : s * c.core1] = out[
-                    k, :, s * (r.core0 - r.start) : s * (r.core1 - r.start), s * (c.core0 - c.start) : s * (c.core1 - c.start)
-                ]
-            del out
+                write_region(
+                    result[i, :, s * r.core0 : s * r.core1, s * c.core0 : s * c.core1],
+                    y[k, :, s * (r.core0 - r.start) : s * (r.core1 - r.start), s * (c.core0 - c.start) : s * (c.core1 - c.start)],
+                )  # fmt: skip
+            del y
             bar.update(len(pending))
     assert result is not None  # at least one window exists for a non-empty x
     return result

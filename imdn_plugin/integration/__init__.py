@@ -65,6 +65,16 @@ def lookup(registry_name: str, name: str) -> type:
     return registry._obj_map[name]
 
 
+def registered(registry_name: str) -> list[str]:
+    """The names in BasicSR's ``ARCH``/``MODEL``/``DATASET`` registry (BasicSR's own modules imported)."""
+    import basicsr.archs  # importing the packages fills the registries
+    import basicsr.data
+    import basicsr.models  # noqa: F401
+    import basicsr.utils.registry as reg
+
+    return sorted(getattr(reg, f"{registry_name}_REGISTRY")._obj_map)
+
+
 def lookup_arch(name: str) -> type:
     """The network class registered as ``name`` (KeyError if none)."""
     return lookup("ARCH", name)

@@ -11,8 +11,13 @@ Training is ``SRModel``'s.  What changes, each in a narrow override:
 * ``optimize_parameters``: options ``train: {channels_last, amp}`` and a stop on
   a non-finite loss before the weights are updated.
 * ``model_to_device``: ``DistributedDataParallel`` also on CPU (gloo).
-* ``save_network`` / ``save_training_state``: atomic writes; the training state
+* ``save_network`` / ``save_training_state``: atomic writes (networks also as
+  ``.safetensors`` with ``logger: {save_safetensors: true}``); the training state
   also carries the RNG states so a resumed run continues the same streams.
+* ``nondist_validation``: with a TensorBoard logger (``logger: use_tb_logger``),
+  the first image of each validation set is also written as a bicubic | output |
+  ground truth crop (:func:`.progress.comparison_image`, tag
+  ``val/<dataset name>/bicubic_output_gt``).
 """
 from __future__ import annotations
 
@@ -27,11 +32,17 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..checkpoint import atomic_torch_save, load_into, load_state_dict
+from ..checkpoint import (
+    atomic_torch_save,
+    load_into,
+    load_state_dict,
+    save_network_file,
+)
 from ..errors import PluginError
 from ..inference.predictor import InferenceOptions, build_predictor
-from ..options import check_network_opt, train_options
+from ..options import check_network_opt, save_safetensors_option, train_options
 from .exact_resume import rng_state, set_rng_state
+from .progress import comparison_image, sample_tag
 
 _AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -43,6 +54,7 @@ class IMDNModel(SRModel):
         check_network_opt(opt["network_g"], ARCH_REGISTRY.get)
         self.inference_opt = InferenceOptions.from_dict(opt.get("inference"))
         self._predictor = None
+        self._tb_sample: Optional[tuple[Any, str, Any]] = None  # (tb_logger, tag, step) while armed
         self.channels_last, amp = train_options(opt)
         self.amp_dtype = _AMP_DTYPES[amp]
         super().__init__(opt)
@@ -62,6 +74,20 @@ class IMDNModel(SRModel):
             self.output = self._predictor(self.lq)
         finally:
             net.train(was_training)
+        if self._tb_sample is not None:
+            tb_logger, tag, step = self._tb_sample
+            self._tb_sample = None  # the first image of the validation set only
+            tb_logger.add_image(tag, comparison_image(self.lq, self.output, getattr(self, "gt", None)), step)
+
+    def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """``SRModel``'s validation; with a TensorBoard logger, the first image's
+        bicubic | output | ground truth crop also goes there (``test`` writes it)."""
+        if tb_logger is not None and isinstance(current_iter, int):
+            self._tb_sample = (tb_logger, sample_tag(dataloader.dataset.opt["name"]), current_iter)
+        try:
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            self._tb_sample = None
 
     def optimize_parameters(self, current_iter: int) -> None:
         """``SRModel``'s step, plus channels_last, autocast (bf16/fp16 with a grad scaler),
@@ -126,7 +152,10 @@ class IMDNModel(SRModel):
             raise ValueError("save_network: one param_key per network is needed")
         save = {k: {n: t.detach().cpu() for n, t in self.get_bare_model(m).state_dict().items()} for m, k in zip(nets, keys)}
         name = f"{net_label}_{'latest' if current_iter == -1 else current_iter}.pth"
-        atomic_torch_save(save, os.path.join(self.opt["path"]["models"], name))
+        path = os.path.join(self.opt["path"]["models"], name)
+        atomic_torch_save(save, path)  # the .pth stays: BasicSR's resume reads it
+        if save_safetensors_option(self.opt):  # for spandrel / traiNNer-redux style tools
+            save_network_file(save, os.path.splitext(path)[0] + ".safetensors", overwrite=True)
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:

@@ -5,14 +5,26 @@ replaces function attributes of BasicSR's modules; no file of BasicSR is
 edited.  Each fix, and how it differs from BasicSR for any model trained or
 tested through the pipelines (the plugin's or another package's):
 
-* ``parse_options`` is followed by :func:`imdn_plugin.options.validate_options`,
-  so a typo in ``network_g`` or a missing dataset folder stops the run before
-  any work, with one line naming the key.
+* ``parse_options`` is :func:`.parse.parse_options`: the same flags and keys,
+  but option files and ``--force_yml`` values are read as data (a safe YAML
+  loader; BasicSR's runs ``!!python/object/apply`` tags and evaluates
+  ``--force_yml`` values), and :func:`imdn_plugin.options.validate_options`
+  checks the result, so a typo in ``network_g`` or a missing dataset folder
+  stops the run before any work, with one line naming the file and the key.
 * ``init_dist`` works without CUDA (gloo), so ``--launcher pytorch`` runs on CPU.
 * ``load_resume_state`` loads onto the CPU (BasicSR calls
   ``torch.cuda.current_device()`` unconditionally), with ``weights_only=True``,
   and ``--auto_resume`` skips a training state or network file that cannot be
   read instead of crashing on it.
+* One run per folder (:mod:`.experiment_lock`): ``make_exp_dirs`` and
+  ``load_resume_state`` lock ``experiments/<name>/`` (``results/<name>/`` for
+  ``basicsr test``) on rank 0 for the whole run; a second run with the same
+  name is refused with one line naming the folder and the holder's PID.  A
+  fresh run archives the previous contents into ``<name>_archived_<time>/``
+  as BasicSR does, but by moving them out of the locked folder: a folder in
+  use is never renamed.  ``--auto_resume``/``resume_state`` reuse it.
+* ``load_resume_state``: a training state without ``optimizers``/``schedulers``
+  is skipped by ``--auto_resume`` (the previous complete one is used).
 * ``PairedImageDataset`` reads images through :mod:`imdn_plugin.data.imageio`:
   grayscale, RGBA, palette and 16-bit files (16-bit keeps its precision), and
   an unreadable file is an error that names it (BasicSR fails with
@@ -23,6 +35,11 @@ tested through the pipelines (the plugin's or another package's):
   interrupted epoch already used.  The sample order is BasicSR's; the random
   augmentation draws differ from BasicSR's (they no longer depend on the loader
   worker), with the same distribution.
+* Training output (:mod:`.progress`): ``train_pipeline`` ends with one summary
+  (last/best validation metrics, bicubic baseline, final model path);
+  ``MessageLogger`` prints an ETA that never goes negative (BasicSR's ends at
+  ``-1 day, 23:59:58``) and drives a progress bar on a terminal; ``build_model``'s
+  model reports each iteration and validation to them.
 """
 from __future__ import annotations
 
@@ -38,6 +55,12 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, ConfigError, ImageReadError
 from .exact_resume import ExactResume, resumable_sampler_class
+from .experiment_lock import LOCK_NAME, ExperimentLock
+from .progress import (
+    ProgressMessageLogger,
+    observing_build_model,
+    reporting_train_pipeline,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +74,11 @@ def patch_pipelines() -> None:
     import basicsr.train
     import basicsr.utils.options
 
-    for module in (basicsr.train, basicsr.test):
+    from .parse import parse_options
+
+    for module in (basicsr.train, basicsr.test, basicsr.utils.options):
         if not getattr(module.parse_options, _PATCH_FLAG, False):
-            module.parse_options = _validated(module.parse_options)
+            module.parse_options = _flag(parse_options)
     if not getattr(basicsr.utils.options.init_dist, _PATCH_FLAG, False):
         basicsr.utils.options.init_dist = init_dist
     import basicsr.data.paired_image_dataset as paired
@@ -69,25 +94,16 @@ def patch_pipelines() -> None:
         )
         basicsr.train.build_dataset = _seeded_train_datasets(basicsr.train.build_dataset, resume)
         basicsr.train.EnlargedSampler = _flag(resumable_sampler_class())
+    if not getattr(basicsr.train.train_pipeline, _PATCH_FLAG, False):
+        basicsr.train.train_pipeline = _flag(reporting_train_pipeline(basicsr.train.train_pipeline))
+        basicsr.train.build_model = _flag(observing_build_model(basicsr.train.build_model))
+        basicsr.train.MessageLogger = _flag(ProgressMessageLogger)
+    _patch_run_folders()
 
 
 def _flag(func: Any) -> Any:
     setattr(func, _PATCH_FLAG, True)
     return func
-
-
-def _validated(parse_options: Any) -> Any:
-    from ..inference.predictor import InferenceOptions
-    from ..options import validate_options
-    from . import lookup_arch
-
-    @_flag
-    def parse_and_validate(root_path: str, is_train: bool = True):
-        opt, args = parse_options(root_path, is_train=is_train)
-        validate_options(opt, lookup_arch, InferenceOptions.from_dict)
-        return opt, args
-
-    return parse_and_validate
 
 
 @_flag
@@ -125,6 +141,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     """
     from basicsr.utils import check_resume
 
+    lock_run_folder(opt["path"]["experiments_root"], "training")  # before reading any state in it
     if opt["auto_resume"]:
         state_dir = opt["path"]["training_states"]
         state = _newest_complete_state(state_dir, opt["path"]["models"])
@@ -137,10 +154,29 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         if not path:
             return None
         resume_state = load_checkpoint(path)
-    if not isinstance(resume_state, dict) or "iter" not in resume_state:
-        raise CheckpointError(f"{path}: not a BasicSR training state (no 'iter' key)")
+        problem = _state_problem(resume_state)
+        if problem:
+            raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
     check_resume(opt, resume_state["iter"])
     return resume_state
+
+
+#: What ``train_pipeline`` and ``BaseModel.resume_training`` read from a training state.
+_STATE_KEYS = {"epoch": int, "iter": int, "optimizers": list, "schedulers": list}
+
+
+def _state_problem(state: Any, expected_iter: Optional[int] = None) -> str:
+    """Why ``state`` cannot be resumed from ('' if it can)."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a dict"
+    for key, kind in _STATE_KEYS.items():
+        if key not in state:
+            return f"no '{key}' key"
+        if not isinstance(state[key], kind):
+            return f"'{key}' is a {type(state[key]).__name__}, not a {kind.__name__}"
+    if expected_iter is not None and state["iter"] != expected_iter:
+        return f"its 'iter' is {state['iter']}"
+    return ""
 
 
 def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[str, dict]]:
@@ -153,12 +189,118 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
         path = osp.join(state_dir, f"{it}.state")
         try:
             state = load_checkpoint(path)
+            problem = _state_problem(state, it)
+            if problem:
+                raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
             load_checkpoint(osp.join(models_dir, f"net_g_{it}.pth"))
         except CheckpointError as exc:
             logger.warning("auto_resume: skipping iteration %d: %s", it, exc)
             continue
         return path, state
     return None
+
+
+# ---------------------------------------------------------------------------- one run per folder
+#: The folders this process holds for the pipeline run in progress (by real path).
+_RUN_LOCKS: dict[str, ExperimentLock] = {}
+_RELEASE_FLAG = "_imdn_plugin_releases_locks"
+
+
+def _patch_run_folders() -> None:
+    """Lock the experiment / results folder; release it when the pipeline returns."""
+    import basicsr.test
+    import basicsr.train
+
+    for module, pipeline in ((basicsr.train, "train_pipeline"), (basicsr.test, "test_pipeline")):
+        if not getattr(module.make_exp_dirs, _PATCH_FLAG, False):
+            module.make_exp_dirs = make_exp_dirs
+        # Its own flag: the training pipeline is also wrapped for the progress output.
+        if not getattr(getattr(module, pipeline), _RELEASE_FLAG, False):
+            setattr(module, pipeline, _releasing_locks(getattr(module, pipeline)))
+
+
+def _rank() -> int:
+    from basicsr.utils.dist_util import get_dist_info
+
+    return get_dist_info()[0]
+
+
+def lock_run_folder(folder: str, command: str) -> None:
+    """Hold ``folder`` until the pipeline run ends (rank 0 only: BasicSR writes folders on rank 0).
+
+    Raises :class:`~imdn_plugin.errors.ExperimentInUseError` while another
+    process holds it; a lock of a dead run is taken over with a warning.
+    """
+    if _rank() != 0:
+        return
+    key = osp.realpath(folder)
+    if key not in _RUN_LOCKS:
+        _RUN_LOCKS[key] = ExperimentLock(folder, command).acquire()
+
+
+def release_run_locks() -> None:
+    """Release every folder :func:`lock_run_folder` took (the process exit would, too)."""
+    while _RUN_LOCKS:
+        _RUN_LOCKS.popitem()[1].release()
+
+
+def _releasing_locks(pipeline: Any) -> Any:
+    @_flag
+    def run_pipeline(root_path: str) -> Any:
+        try:
+            return pipeline(root_path)
+        finally:
+            release_run_locks()
+
+    run_pipeline.__name__ = run_pipeline.__qualname__ = pipeline.__name__
+    setattr(run_pipeline, _RELEASE_FLAG, True)
+    run_pipeline.__wrapped__ = pipeline  # type: ignore[attr-defined]
+    return run_pipeline
+
+
+@_flag
+def make_exp_dirs(opt: dict) -> None:
+    """BasicSR's ``make_exp_dirs`` (rank 0) on a locked folder that is never renamed.
+
+    BasicSR renames an existing ``experiments/<name>`` (``results/<name>``) to
+    ``<name>_archived_<time>``, even one a live run writes into.  Here the
+    folder is locked first (:func:`lock_run_folder`), then its previous contents
+    are moved into ``<name>_archived_<time>/``; the folder itself stays.
+    """
+    if _rank() != 0:
+        return
+    path_opt = dict(opt["path"])
+    root = path_opt.pop("experiments_root" if opt["is_train"] else "results_root")
+    lock_run_folder(root, "training" if opt["is_train"] else "test")
+    archive_contents(root)
+    for key, path in path_opt.items():
+        if "strict_load" in key or "pretrain_network" in key or "resume" in key or "param_key" in key:
+            continue
+        os.makedirs(path, exist_ok=True)
+
+
+def archive_contents(folder: str) -> Optional[str]:
+    """Move everything in ``folder`` but the lock file into a new ``<folder>_archived_<time>``.
+
+    Returns the archive's path, or None when there was nothing to move.
+    """
+    from basicsr.utils.misc import get_time_str
+
+    entries = sorted(e for e in os.listdir(folder) if e != LOCK_NAME)
+    if not entries:
+        return None
+    base = archive = f"{folder.rstrip(os.sep)}_archived_{get_time_str()}"
+    n = 1
+    while True:
+        try:
+            os.mkdir(archive)
+            break
+        except FileExistsError:
+            archive, n = f"{base}_{n}", n + 1
+    for entry in entries:
+        os.rename(osp.join(folder, entry), osp.join(archive, entry))
+    logger.warning("%s: a new run (not a resume): the previous run's files were moved to %s", folder, archive)
+    return archive
 
 
 # ---------------------------------------------------------------------------- image reading

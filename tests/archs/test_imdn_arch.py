@@ -86,3 +86,19 @@ def test_bad_constructor_values(kwargs: dict, message: str) -> None:
 def test_unknown_argument_is_a_type_error_not_swallowed() -> None:
     with pytest.raises(TypeError):
         IMDN(num_feats=64)  # type: ignore[call-arg]
+
+
+def test_cca_statistics_fp32_unchanged_and_half_precision_reduced_in_fp32() -> None:
+    """Eq. 5 statistics: fp32 bit-identical to one var_mean pass; fp16 over 300×300 (sum > 65504) finite."""
+    torch.manual_seed(0)
+    layer = CCALayer(16).eval()
+    x = torch.randn(2, 16, 11, 9) * 2 + 1
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    with torch.no_grad():
+        assert torch.equal(layer(x), x * layer.conv_du(var.sqrt() + mean))
+    big = 1 + 0.1 * torch.randn(1, 16, 300, 300)
+    for dtype in (torch.float16, torch.bfloat16):
+        m, s = CCALayer.statistics(big.to(dtype))
+        assert m.dtype == s.dtype == dtype and m.shape == s.shape == (1, 16, 1, 1)
+        assert torch.allclose(m.float(), big.mean(dim=(2, 3), keepdim=True), atol=1e-2)
+        assert torch.allclose(s.float(), big.std(dim=(2, 3), keepdim=True, correction=0), atol=1e-2)

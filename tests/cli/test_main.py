@@ -52,11 +52,12 @@ def test_set5_x4_reproduces_paper_table5(reference: Path, tmp_path: Path) -> Non
     assert not (REPO / "results").exists() or (REPO / "results") == tmp_path / "results"
 
 
-def write_opt(tmp_path: Path, reference: Path, edit) -> Path:
+def write_opt(tmp_path: Path, data: Path, edit) -> Path:
+    """options/test_IMDN_x4.yml on ``data`` (the reference layout: checkpoints/, Set5/), edited."""
     opt = yaml.safe_load((REPO / "options/test_IMDN_x4.yml").read_text())
-    opt["path"]["pretrain_network_g"] = str(reference / "checkpoints/IMDN_x4.pth")
-    opt["datasets"]["test_1"]["dataroot_gt"] = str(reference / "Set5/HR")
-    opt["datasets"]["test_1"]["dataroot_lq"] = str(reference / "Set5/LR_bicubic/X4")
+    opt["path"]["pretrain_network_g"] = str(data / "checkpoints/IMDN_x4.pth")
+    opt["datasets"]["test_1"]["dataroot_gt"] = str(data / "Set5/HR")
+    opt["datasets"]["test_1"]["dataroot_lq"] = str(data / "Set5/LR_bicubic/X4")
     edit(opt)
     path = tmp_path / "opt.yml"
     path.write_text(yaml.safe_dump(opt))
@@ -70,19 +71,19 @@ def one_line_error(res: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_unknown_network_key_rejected_before_work(reference: Path, tmp_path: Path) -> None:
-    opt = write_opt(tmp_path, reference, lambda o: o["network_g"].update(num_feats=64))
+def test_unknown_network_key_rejected_before_work(tiny_sr_data: Path, tmp_path: Path) -> None:
+    opt = write_opt(tmp_path, tiny_sr_data, lambda o: o["network_g"].update(num_feats=64))
     line = one_line_error(run(["test", "-opt", str(opt)], tmp_path))
     assert "network_g (IMDN): unknown key 'num_feats'" in line and "did you mean 'num_feat'" in line
     assert "num_block" in line  # valid keys listed
     assert not (tmp_path / "results").exists()
 
 
-def test_wrong_scale_checkpoint_names_the_file_scale(reference: Path, tmp_path: Path) -> None:
+def test_wrong_scale_checkpoint_names_the_file_scale(tiny_sr_data: Path, tmp_path: Path) -> None:
     def edit(o: dict) -> None:
-        o["path"]["pretrain_network_g"] = str(reference / "checkpoints/IMDN_x2.pth")
+        o["path"]["pretrain_network_g"] = str(tiny_sr_data / "checkpoints/IMDN_x2.pth")
 
-    line = one_line_error(run(["test", "-opt", str(write_opt(tmp_path, reference, edit))], tmp_path))
+    line = one_line_error(run(["test", "-opt", str(write_opt(tmp_path, tiny_sr_data, edit))], tmp_path))
     assert "IMDN_x2.pth: checkpoint is IMDN x2" in line and "network_g is IMDN x4" in line
 
 
@@ -98,9 +99,10 @@ def test_wrong_scale_checkpoint_names_the_file_scale(reference: Path, tmp_path: 
         (lambda o: o["path"].update(pretrain_network_g="/no/w.pth"), "path:pretrain_network_g: file does not exist: /no/w.pth"),
     ],
 )
-def test_bad_options_are_rejected_by_the_startup_check(reference: Path, tmp_path: Path, edit, expected: str) -> None:
+def test_bad_options_are_rejected_by_the_startup_check(tiny_sr_data: Path, tmp_path: Path, edit, expected: str) -> None:
     # The same check the command runs right after BasicSR parses the file (in-process here;
-    # the subprocess tests above show it surfaces as one line before any work).
+    # the subprocess tests above show it surfaces as one line before any work).  No
+    # reference data needed: tiny stand-ins in its layout (random paper-size weights).
     import imdn_plugin
     from imdn_plugin.errors import ConfigError
     from imdn_plugin.inference import InferenceOptions
@@ -108,7 +110,7 @@ def test_bad_options_are_rejected_by_the_startup_check(reference: Path, tmp_path
     from imdn_plugin.options import validate_options
 
     imdn_plugin.register()
-    opt = yaml.safe_load(write_opt(tmp_path, reference, edit).read_text())
+    opt = yaml.safe_load(write_opt(tmp_path, tiny_sr_data, edit).read_text())
     with pytest.raises(ConfigError) as err:
         validate_options(opt, _lookup_arch, InferenceOptions.from_dict)
     assert expected in str(err.value) and "\n" not in str(err.value)

@@ -159,7 +159,8 @@ def test_lmdb_round_trip_through_paired_image_dataset(tmp_path: Path) -> None:
     assert set(out) == {"hr", "X2", "X4"}
     assert out["hr"].name == "DIV2K_train_HR_sub.lmdb" and out["X4"].name == "DIV2K_train_LR_bicubic_X4_sub.lmdb"
     for path in out.values():
-        assert sorted(p.name for p in path.iterdir()) == ["data.mdb", dp.PREP_INFO_NAME, "lock.mdb", "meta_info.txt"]
+        assert sorted(p.name for p in path.iterdir()) == [
+            "data.mdb", "imdn_manifest.json", dp.PREP_INFO_NAME, "lock.mdb", "meta_info.txt"]
         first = (path / "meta_info.txt").read_text().splitlines()[0]
         size = CROP // (1 if path == out["hr"] else int(path.name.split("_X")[1].split("_")[0]))
         assert first == f"0001_s001.png ({size},{size},3) 1"

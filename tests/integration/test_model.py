@@ -9,8 +9,11 @@ import pytest
 import torch
 
 import imdn_plugin
+from imdn_plugin.archs import IMDN_AS
 from imdn_plugin.errors import CheckpointError, ConfigError
 from imdn_plugin.inference import acs_forward
+from imdn_plugin.inference.fast import make_fast_forward
+from tests.helpers import banded, sensitive
 
 SMALL = {"num_feat": 16, "num_block": 1}
 
@@ -31,6 +34,14 @@ def make_model(net_opt: dict, inference: Optional[dict] = None, path: Optional[d
         opt["inference"] = inference
     torch.manual_seed(0)
     return build_model(opt)
+
+
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def run(model, lq: torch.Tensor) -> torch.Tensor:
@@ -65,6 +76,19 @@ def test_imdn_as_uses_acs_for_odd_sizes(device) -> None:
     out = run(model, x)
     assert torch.allclose(out, expected, atol=1e-5)
     assert model.net_g.training  # test() restores the training mode
+
+
+def test_imdn_as_default_acs_padding_is_32(one_thread) -> None:
+    """Without an ``inference:`` block, IMDN_AS is tested with the paper's ACS padding 32 (Eq. 8)."""
+    model = make_model({"type": "IMDN_AS", **SMALL})
+    net = sensitive(lambda: IMDN_AS(**SMALL))
+    model.net_g.load_state_dict(net.state_dict())
+    # 70x75: not divisible by 4, and rows 58-63 are inside the ACS patches only with padding 32
+    x = torch.from_numpy(banded(70, 75, 4, np.s_[58:64, :]).astype(np.float32).transpose(2, 0, 1) / 65535)[None]
+    forward = make_fast_forward(net)
+    expected = {p: acs_forward(forward, x, padding=p) for p in (32, 28)}
+    assert (expected[32] - expected[28]).abs().max().item() > 1e-3
+    assert (run(model, x) - expected[32]).abs().max().item() <= 1e-5
 
 
 def test_unknown_inference_key_and_network_key() -> None:
@@ -125,3 +149,28 @@ def test_amp_options_are_checked() -> None:
     model.feed_data({"lq": torch.rand(1, 3, 8, 8), "gt": torch.rand(1, 3, 16, 16)})
     model.optimize_parameters(1)
     assert np.isfinite(model.log_dict["l_pix"])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_save_network_writes_safetensors_on_request(tmp_path: Path, enabled: bool) -> None:
+    from imdn_plugin.checkpoint import load_state_dict
+
+    model = make_model({"type": "IMDN", "upscale": 2, **SMALL}, path={"models": str(tmp_path)})
+    model.opt["logger"] = {"save_safetensors": enabled}
+    model.save_network(model.net_g, "net_g", 7)
+    expected = {k: v.cpu() for k, v in model.get_bare_model(model.net_g).state_dict().items()}
+    from_pth = load_state_dict(tmp_path / "net_g_7.pth")
+    assert all(torch.equal(from_pth[k], v) for k, v in expected.items())
+    st = tmp_path / "net_g_7.safetensors"
+    assert st.exists() == enabled
+    if enabled:
+        from_st = load_state_dict(st)
+        assert from_st.keys() == expected.keys() and all(torch.equal(from_st[k], v) for k, v in expected.items())
+
+
+def test_save_safetensors_option_is_checked() -> None:
+    from imdn_plugin.errors import ConfigError
+    from imdn_plugin.options import save_safetensors_option
+
+    with pytest.raises(ConfigError, match="logger:save_safetensors: must be true or false, got 'yes'"):
+        save_safetensors_option({"logger": {"save_safetensors": "yes"}})

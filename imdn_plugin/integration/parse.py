@@ -1,0 +1,144 @@
+"""BasicSR 1.4.2's ``parse_options``, reading option files as data.
+
+BasicSR's own reads the ``-opt`` file with an ``ordered_yaml`` loader that
+builds Python objects from tags (``!!python/object/apply:os.system [...]`` runs
+a command) and passes ``--force_yml`` entries to ``eval``/``exec``.  This one takes the
+same flags and fills in the same keys, in the same way, except:
+
+* the file is read by :func:`imdn_plugin.options.load_option_file` (a safe
+  loader: standard tags only, ordered mappings, no duplicate keys) and
+  ``--force_yml`` values are YAML data (:func:`imdn_plugin.options.apply_overrides`);
+* :func:`imdn_plugin.options.validate_options` runs on the result before any
+  work (before the process group, the seed, any folder), and its one-line
+  errors name the option file;
+* a missing ``num_gpu`` means ``auto`` (BasicSR: ``KeyError``); bad flags are
+  one-line errors instead of argparse's usage text.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os.path as osp
+import random
+from typing import Any, NoReturn
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see basicsr --help)")
+
+
+def _arguments() -> argparse.Namespace:
+    """BasicSR's flags, parsed from ``sys.argv`` as BasicSR does."""
+    parser = _Parser()
+    parser.add_argument("-opt", type=str, required=True, help="Path to option YAML file.")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
+    parser.add_argument("--auto_resume", action="store_true")
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--local_rank", type=int, default=0)
+    parser.add_argument(
+        "--force_yml", nargs="+", default=None,
+        help="Replace option values, e.g. train:ema_decay=0.999 (values are YAML data).",
+    )  # fmt: skip
+    return parser.parse_args()
+
+
+def read_options(opt_path: str, force_yml: Any, is_train: bool, launcher: str, auto_resume: bool) -> dict:
+    """The option file with ``--force_yml`` applied and the command's keys set, validated.
+
+    No side effect: nothing is created, no process group, no seed.
+    """
+    from ..inference.predictor import InferenceOptions
+    from ..options import apply_overrides, load_option_file, validate_options
+    from . import lookup_arch, registered
+
+    opt = load_option_file(opt_path)
+    if force_yml:
+        apply_overrides(opt, force_yml)
+    opt["dist"] = launcher != "none"
+    opt["auto_resume"] = auto_resume
+    opt["is_train"] = is_train
+    opt.setdefault("num_gpu", "auto")
+    try:
+        validate_options(opt, lookup_arch, InferenceOptions.from_dict, registry_names=registered)
+    except ConfigError as exc:
+        raise ConfigError(f"{opt_path}: {exc}") from None
+    return opt
+
+
+def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse.Namespace]:
+    """Drop-in for ``basicsr.utils.options.parse_options`` (same flags, same keys filled in)."""
+    import torch
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info
+
+    from .patches import init_dist
+
+    args = _arguments()
+    opt = read_options(args.opt, args.force_yml, is_train, args.launcher, args.auto_resume)
+
+    # distributed settings
+    if args.launcher == "none":
+        logger.info("Disable distributed.")
+    elif args.launcher == "slurm" and "dist_params" in opt:
+        init_dist(args.launcher, **opt["dist_params"])
+    else:
+        init_dist(args.launcher)
+    opt["rank"], opt["world_size"] = get_dist_info()
+
+    # random seed
+    seed = opt.get("manual_seed")
+    if seed is None:
+        seed = random.randint(1, 10000)
+        opt["manual_seed"] = seed
+    set_random_seed(seed + opt["rank"])
+
+    # debug setting
+    if args.debug and not opt["name"].startswith("debug"):
+        opt["name"] = "debug_" + opt["name"]
+
+    if opt["num_gpu"] == "auto":
+        opt["num_gpu"] = torch.cuda.device_count()
+
+    # datasets
+    for phase, dataset in opt["datasets"].items():
+        # for multiple datasets, e.g., val_1, val_2; test_1, test_2
+        dataset["phase"] = phase.split("_")[0]
+        if "scale" in opt:
+            dataset["scale"] = opt["scale"]
+        for key in ("dataroot_gt", "dataroot_lq"):
+            if dataset.get(key) is not None:
+                dataset[key] = osp.expanduser(dataset[key])
+
+    # paths
+    if opt.get("path") is None:
+        opt["path"] = {}
+    for key, val in opt["path"].items():
+        if (val is not None) and ("resume_state" in key or "pretrain_network" in key):
+            opt["path"][key] = osp.expanduser(val)
+
+    if is_train:
+        experiments_root = osp.join(root_path, "experiments", opt["name"])
+        opt["path"]["experiments_root"] = experiments_root
+        opt["path"]["models"] = osp.join(experiments_root, "models")
+        opt["path"]["training_states"] = osp.join(experiments_root, "training_states")
+        opt["path"]["log"] = experiments_root
+        opt["path"]["visualization"] = osp.join(experiments_root, "visualization")
+
+        # change some options for debug mode
+        if "debug" in opt["name"]:
+            if opt.get("val") is not None:
+                opt["val"]["val_freq"] = 8
+            opt["logger"]["print_freq"] = 1
+            opt["logger"]["save_checkpoint_freq"] = 8
+    else:  # test
+        results_root = osp.join(root_path, "results", opt["name"])
+        opt["path"]["results_root"] = results_root
+        opt["path"]["log"] = results_root
+        opt["path"]["visualization"] = osp.join(results_root, "visualization")
+
+    return opt, args
