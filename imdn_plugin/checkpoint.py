@@ -125,16 +125,20 @@ def load_checkpoint(path: PathLike) -> Any:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
         return load_safetensors(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        raise CheckpointError(f"{path}: is a safetensors file, not a PyTorch pickle: name it *{SAFETENSORS_SUFFIX}")
+    if kind is None:  # neither a zip (torch.save) nor a pickle (legacy torch.save): never unpickled
+        what = _file_kind(path)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({what}); expected a .pth/.pt or .safetensors file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if _sniff(path) == "safetensors":
-            raise CheckpointError(
-                f"{path}: is a safetensors file, not a PyTorch pickle: name it *{SAFETENSORS_SUFFIX}"
-            ) from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        culprit = f"; it names {found.group(1)}" if found else ""
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain containers, "
-            f"which could run code (loaded with weights_only=True; {str(exc).splitlines()[0][:120]})"
+            f"which could run code (loaded with weights_only=True{culprit})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
@@ -166,6 +170,29 @@ def _sniff(path: Path) -> Optional[str]:
     if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 100 * 2**20:
         return "safetensors"
     return None
+
+
+#: Signatures of files people mistake for checkpoints.
+_SIGNATURES = (
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8", "a JPEG image"), (b"GIF8", "a GIF image"), (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"RIFF", "a RIFF file (WebP image?)"),
+    (b"\x08", "an ONNX model?"), (b"{", "a JSON/text file"),
+)  # fmt: skip
+
+
+def _file_kind(path: Path) -> str:
+    """A short description of what ``path`` seems to be, from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if not head:
+        return "empty file"
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return f"it looks like {name}"
+    return f"unknown format, first bytes {head[:4].hex(' ')}"
 
 
 def _safetensors_error(path: Path, exc: Exception) -> CheckpointError:

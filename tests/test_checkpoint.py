@@ -180,3 +180,16 @@ def test_convert_script_round_trip(reference: Path, tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, str(script), str(reference / "checkpoints/IMDN_x3.pth"), str(out)],
                            capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "head, what",
+    [(b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "it looks like a PNG image"), (b"", "empty file"), (b"\x00\x01\x02\x03junk", "unknown format")],
+)
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path, head: bytes, what: str) -> None:
+    path = tmp_path / "weights.pth"
+    path.write_bytes(head)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert what in message and "could run code" not in message and "\n" not in message
