@@ -17,6 +17,7 @@ NaN/Inf inputs and outputs raise :class:`~.errors.InferenceError`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Optional, Union
 
@@ -69,15 +70,23 @@ class Upscaler:
             self.pre_scale = 1.0
         else:
             self.pre_scale = 1.0 if scale is None else scale
-            if not self.pre_scale >= 1:
-                raise ConfigError(f"--scale: must be >= 1, got {scale:g}")
+            if not (math.isfinite(self.pre_scale) and self.pre_scale >= 1):
+                raise ConfigError(f"--scale: must be a finite number >= 1, got {scale:g}")
         self.spec, self.device, self.precision = spec, device, options.precision
         self.out_scale = spec.scale * self.pre_scale
         self.predict = build_predictor(net.to(device), options)
         logger.info("loaded %s from %s", spec, weights)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
-        return max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
+        """Output ``(height, width)`` of an ``h×w`` input; :class:`InferenceError` above the pixel limit
+        (:func:`imdn_plugin.data.imageio.max_pixels`), before anything is allocated."""
+        oh, ow = max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
+        if oh * ow > imageio.max_pixels():
+            raise InferenceError(
+                f"the output would be {ow}x{oh} = {oh * ow:,} pixels, above the limit of {imageio.max_pixels():,} "
+                f"(a smaller --scale, or set {imageio.MAX_PIXELS_ENV})"
+            )
+        return oh, ow
 
     def _input(self, bgr: np.ndarray) -> torch.Tensor:
         """The network input: RGB, NCHW, clamped to [0, 1], on the device (IMDN_AS: pre-scaled);
