@@ -136,3 +136,14 @@ def basicsr_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         basicsr_logger.initialized_logger["basicsr"] = True
     else:
         basicsr_logger.initialized_logger.pop("basicsr", None)
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread for the test (restored after): tiny networks on tiny inputs gain
+    nothing from more, and on a busy 2-core machine every multi-threaded op waits at an
+    OpenMP barrier for a descheduled thread (Set5 x2-x4: 12 s on one thread, 31 s on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -445,14 +445,6 @@ def read_pixels(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float64)
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("kind", ["rgb8", "rgb16", "gray8"])
 def test_output_pixels_are_the_networks_rgb_output(kind: str, tmp_path: Path, one_thread) -> None:
     net = sensitive(lambda: IMDN(num_feat=16, num_block=1, upscale=2))

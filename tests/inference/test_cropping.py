@@ -76,15 +76,6 @@ def _stride4_stack(seed: int = 0) -> nn.Module:
     ).to(DEVICE).eval()
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny networks on tiny inputs: one intra-op thread avoids thread wake-up overhead on busy CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Recorder:
     """Wraps a network; records input shapes, optionally raises on the n-th call."""
 
@@ -228,7 +219,7 @@ def _check_all_sizes(
             assert all(s[-2] % 4 == 0 and s[-1] % 4 == 0 for s in rec.shapes), name
 
 
-@pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("one_thread")
 def test_output_sizes_every_small_size() -> None:
     torch.manual_seed(0)
     cheap = {
@@ -238,7 +229,7 @@ def test_output_sizes_every_small_size() -> None:
     _check_all_sizes([(h, w) for h in range(1, 21) for w in range(1, 21)], cheap, tile=8, overlap=2)
 
 
-@pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("one_thread")
 def test_output_sizes_imdn_networks() -> None:
     sizes = ODD_SIZES + [(k, k) for k in range(1, 21)]
     _check_all_sizes(sizes, {"IMDN x3": (_tiny_x3(), 3, 1), "IMDN_AS": (_tiny_as(), 1, 4)}, tile=16, overlap=4)
@@ -247,7 +238,7 @@ def test_output_sizes_imdn_networks() -> None:
 # --------------------------------------------------------------------------- tiled_forward
 
 
-@pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("size", [(1, 1), (7, 5), (40, 40), (61, 97), (130, 33)])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_tiled_exact_without_global_statistics(size: tuple[int, int], batch: int) -> None:
@@ -259,7 +250,7 @@ def test_tiled_exact_without_global_statistics(size: tuple[int, int], batch: int
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("size", [(61, 97), (128, 64), (9, 130)])
 def test_tiled_exact_stride4_aligned(size: tuple[int, int]) -> None:
     """Tile origins on the 4-pixel grid: a stride-4 net sees the same sampling as one padded pass."""
@@ -281,7 +272,7 @@ def test_tiled_nearest_upscale_exact_dtype_device() -> None:
     assert torch.equal(got, nearest3(x))
 
 
-@pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("one_thread")
 def test_tiled_imdn_close_to_whole() -> None:
     """With CCA (global statistics) tiles are not exact, but close on a smooth image."""
     net = _tiny_x3()
@@ -312,7 +303,7 @@ def test_tiled_propagates_network_error() -> None:
     assert len(rec.shapes) == 3
 
 
-@pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(
     "size, tile, overlap, batch, multiple",
     [((1, 1), 8, 2, 2, 4), ((37, 53), 16, 4, 3, 1), ((37, 53), 18, 4, 3, 4), ((100, 64), 32, 8, 5, 4), ((9, 200), 12, 3, 2, 1)],

@@ -21,19 +21,7 @@ TOL = 1e-4
 CL = torch.channels_last
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these tiny forwards on one thread (restored afterwards).
-
-    On a busy 2-core machine every multi-threaded op of a tiny input can wait
-    milliseconds at an OpenMP barrier, which made this module 5x slower; the
-    results do not depend on the thread count (see
-    ``test_multithreaded_call_matches_eager``, which uses two).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftest.py)
 
 
 def _seeded(net: nn.Module, seed: int = 0) -> nn.Module:

@@ -28,12 +28,7 @@ pytestmark = pytest.mark.skipif(not mkldnn_fusion_available(), reason="this PyTo
 OFFSET = 1e-3  # 10x SELF_CHECK_ATOL
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftest.py)
 
 
 class OffsetPlan(FusedIMDNPlan):

@@ -32,12 +32,7 @@ BF16_MIN_RDIFF = 2e-4
 FP32_SET5_X2_PSNR = 37.995976
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)

@@ -16,13 +16,7 @@ from imdn_plugin.inference.fast import make_fast_forward
 from imdn_plugin.inference.fused_cpu import FusedIMDNPlan
 from imdn_plugin.inference.global_tiling import ModuleStages, global_tiled_forward
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftest.py)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -21,16 +21,6 @@ from imdn_plugin.checkpoint import load_into, load_state_dict
 from imdn_plugin.inference import InferenceOptions, build_predictor
 
 
-@pytest.fixture()
-def one_thread():
-    """One thread: on the shared 2-core machine (load ~4) the three scales took 12 s on one
-    thread and 31 s on two, whose OpenMP barriers wait for a busy core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("scale, psnr, ssim", [(2, 37.9960, 0.9605), (3, 34.3597, 0.9270), (4, 32.2096, 0.8948)])
 def test_set5_reproduces_table5(reference: Path, scale: int, psnr: float, ssim: float, one_thread) -> None:
     net = IMDN(upscale=scale)

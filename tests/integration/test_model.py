@@ -36,14 +36,6 @@ def make_model(net_opt: dict, inference: Optional[dict] = None, path: Optional[d
     return build_model(opt)
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(model, lq: torch.Tensor) -> torch.Tensor:
     model.feed_data({"lq": lq})
     model.test()
