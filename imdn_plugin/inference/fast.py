@@ -138,7 +138,7 @@ class FastForward:
         return self.plan if self.plan is not None and torch.backends.mkldnn.enabled else None
 
     def stages(self) -> Any:
-        """The stages (``fea_conv``, ``distill``, ``fuse``, ``tail``) of the frozen copy that
+        """The stages (``fea_conv``, ``distill``, ``fuse``, ``collect``, ``finish``) of the frozen copy that
         :func:`.global_tiling.global_tiled_forward` drives: the fused plan's when it runs, else
         the module's own."""
         from .global_tiling import ModuleStages

@@ -291,7 +291,7 @@ class FusedIMDNPlan:
 
     Besides the whole forward (``plan(x)``) it offers the network's stages with
     the module API that :func:`.global_tiling.global_tiled_forward` drives
-    (``fea_conv``, ``distill``, ``fuse``, ``tail``), so tiles with whole-image
+    (``fea_conv``, ``distill``, ``fuse``, ``collect``, ``finish``), so tiles with whole-image
     CCA statistics run on the same kernels.
 
     Every convolution belongs to one of :data:`LAYER_GROUPS`; its input is
@@ -415,12 +415,12 @@ class FusedIMDNPlan:
         up_conv, shuffle = net.upsampler
         return _pixel_shuffle_to_nchw(self._conv(y, up_conv, "upsampler"), shuffle.upscale_factor)
 
-    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor:
-        """Information collection, global residual and upsampler (``_IMDNBody.tail``)."""
-        acc: Optional[Tensor] = None
-        for i, h in enumerate(block_outputs):
-            acc = self._accumulate(acc, i, h)
-        assert acc is not None
+    def collect(self, j: int, h: Tensor, acc: Optional[Tensor]) -> Tensor:
+        """``acc + W_j·h``: block ``j``'s share of the 1×1 information-collection conv (in place into ``acc``)."""
+        return self._accumulate(acc, j, h)
+
+    def finish(self, fea: Tensor, acc: Tensor) -> Tensor:
+        """LeakyReLU of the collected features, LR conv + global residual, upsampler (``acc`` is overwritten)."""
         return self._finish(fea, acc)
 
     # -- the whole forward --------------------------------------------------------------

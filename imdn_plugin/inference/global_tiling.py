@@ -3,40 +3,55 @@
 Plain tiling (:func:`.tiling.tiled_forward`) lets each tile's contrast-aware
 channel attention (CCA, paper §3.2, Eq. 5) see only that tile, so the result
 drifts from a whole-image pass (about 0.05–0.13 dB on a 1024² IMDN_AS image).
-Here each block's CCA gets the mean and standard deviation of its input over
-the *whole* image, gathered tile by tile: pass ``k`` runs the tiles up to
-block ``k`` (earlier blocks already use their global statistics) and sums the
-block's distilled features over each tile's core; a last pass produces the
-output.  Memory stays that of one batch of tiles; compute is about
-``(num_block + 1) / 2 + 1`` times a plain tiled pass.  The result equals a
-whole-image forward up to float rounding and the receptive field that
-``overlap`` cuts off.
+Here the network is streamed through the image *stage by stage*, each stage
+tile by tile, with the whole-image maps between stages kept in a
+:class:`.feature_store.FeatureStores` (a temporary file on a CPU):
+
+1. shallow features ``fea`` (tiles + the 1-feature context the first conv needs);
+2. for each IMDB ``j``: its progressive refinement (Eqs. 1–4) per tile with the
+   4-feature context of its four 3×3 convs, summing the distilled features for
+   the whole-image mean/std; then, pointwise in row bands, CCA with those
+   statistics, the 1×1 fusion and the block residual, and the block's share
+   ``W_j·h_j`` of the 1×1 information-collection conv (a conv over a
+   concatenation is the sum of per-part convs, so no block output is kept);
+3. LeakyReLU, LR conv + global residual and upsampler per tile (2 features of context).
+
+Every stage reads exactly the context its convolutions need and the zero padding
+falls where the whole image's does, so the result equals the whole-image forward
+up to float rounding, for every tile size; ``overlap`` is not needed.  Each
+conv runs once (plus the ~3% of context around a 256-pixel tile): the work is
+that of one whole-image pass.  Memory is that of one tile plus the input and
+output; the four feature maps between stages (``4·num_feat`` floats per
+trunk pixel) live in the store.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Optional, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from ..archs import IMDNBase
-from .cropping import replicate_pad
+from .cropping import replicate_pad, round_up
+from .feature_store import FeatureStore, FeatureStores
 from .tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
     DEFAULT_TILE_BATCH,
-    Span,
-    axis_spans,
     check_tiling_args,
     output_tensor,
-    tile_geometry,
     write_region,
 )
 
 logger = logging.getLogger(__name__)
+
+#: Feature pixels of context each stage needs: the first conv(s) (IMDN: one 3×3; IMDN_AS: two
+#: stride-2 3×3, whose receptive field is within one feature on each side), an IMDB's four
+#: chained 3×3 convs, and the tail's LR conv + upsampler conv.
+HEAD_CONTEXT, BLOCK_CONTEXT, TAIL_CONTEXT = 1, 4, 2
 
 
 class Stages(Protocol):
@@ -45,7 +60,8 @@ class Stages(Protocol):
     def fea_conv(self, x: Tensor) -> Tensor: ...
     def distill(self, j: int, x: Tensor) -> Tensor: ...
     def fuse(self, j: int, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor: ...
-    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor: ...
+    def collect(self, j: int, h: Tensor, acc: Optional[Tensor]) -> Tensor: ...
+    def finish(self, fea: Tensor, acc: Tensor) -> Tensor: ...
     def blocks(self) -> list[int]: ...
 
 
@@ -65,20 +81,23 @@ class ModuleStages:
     def fuse(self, j: int, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         return self._blocks[j].fuse(x, distilled, mean, std)
 
-    def tail(self, fea: Tensor, block_outputs: list[Tensor]) -> Tensor:
-        return self.network.tail(fea, block_outputs)
+    def collect(self, j: int, h: Tensor, acc: Optional[Tensor]) -> Tensor:
+        """``acc + W_j·h`` for the 1×1 information-collection conv (bias added with block 0)."""
+        conv, nf = self.network.c[0], h.shape[1]
+        part = F.conv2d(h, conv.weight[:, j * nf : (j + 1) * nf], conv.bias if acc is None else None)
+        return part if acc is None else acc + part
+
+    def finish(self, fea: Tensor, acc: Tensor) -> Tensor:
+        """LeakyReLU of the collected features, LR conv + global residual, upsampler."""
+        net = self.network
+        return net.upsampler(net.LR_conv(net.c[1](acc)) + fea)
 
     def blocks(self) -> list[int]:
         return list(range(len(self._blocks)))
 
 
-def _feature_core(span: Span, stride: int) -> tuple[int, int]:
-    """Feature rows owned by a tile: feature ``f`` covers input ``[stride·f, stride·f + stride)``
-    and belongs to the tile whose core holds input pixel ``stride·f`` (ceil on both ends, so the
-    tiles' feature cores partition the feature map of the padded image)."""
-    lo = -(-(span.core0 - span.start) // stride)
-    hi = -(-(span.core1 - span.start) // stride)
-    return lo, hi
+def _bands(size: int, step: int) -> list[tuple[int, int]]:
+    return [(a, min(a + step, size)) for a in range(0, size, step)]
 
 
 def global_tiled_forward(
@@ -91,6 +110,7 @@ def global_tiled_forward(
     progress: bool = False,
     stages: Optional[Stages] = None,
     out: Optional[Tensor] = None,
+    temp_dir: Optional[str] = None,
 ) -> Tensor:
     """Like :func:`.tiling.tiled_forward`, with every CCA using whole-image statistics.
 
@@ -98,11 +118,16 @@ def global_tiled_forward(
         network: An :class:`~imdn_plugin.archs.IMDN` or :class:`~imdn_plugin.archs.IMDN_AS`.
         x: ``N×C×H×W`` input, any ``H, W >= 1`` (IMDN_AS: replicate-padded to multiples of 4
             as :func:`.cropping.pad_forward` does).
-        tile, overlap, batch, progress: As for :func:`.tiling.tiled_forward`.
+        tile: Largest tile side in input pixels.
+        overlap, batch: Checked as for :func:`.tiling.tiled_forward` but not needed: each stage
+            reads the exact context it needs, and tiles run one per call (the tile side, not a
+            batch of tiles, sets the memory).
+        progress: Show a progress bar over the stage tiles.
         stages: How to run the network's stages; default :class:`ModuleStages` (the module's
             own submodules).  :func:`.predictor.build_predictor` passes the fused CPU plan of
             :func:`.fast.make_fast_forward` when there is one (same results, ~2x faster).
         out: Optional output tensor to fill, as for :func:`.tiling.tiled_forward`.
+        temp_dir: Folder for the temporary feature maps (default ``$TMPDIR``).
 
     Returns:
         ``out``, or a new ``N×C'×(s·H)×(s·W)`` tensor on ``x``'s device.
@@ -111,69 +136,94 @@ def global_tiled_forward(
         raise TypeError(f"global_tiled_forward: needs an IMDN or IMDN_AS network, got {type(network).__name__}")
     scale, multiple, stride = network.scale, network.size_multiple, network.feature_stride
     check_tiling_args(scale, tile, overlap, batch, multiple)
-    tile, overlap = tile_geometry(tile, overlap, multiple)
-    n, _, h, w = x.shape
-    th, rows = axis_spans(h, tile, overlap, multiple)
-    tw, cols = axis_spans(w, tile, overlap, multiple)
     if stages is None:
         stages = ModuleStages(network)
+    n, _, h, w = x.shape
+    hp, wp = round_up(h, multiple), round_up(w, multiple)
+    fh, fw = hp // stride, wp // stride  # trunk (feature) map size
+    up = stride * scale  # output pixels per feature pixel
+    ft = max(tile // stride, 1)  # tile side in features
+    tiles = [(r, c) for r in _bands(fh, ft) for c in _bands(fw, ft)]
+    rows = _bands(fh, max(1, ft * ft // fw))  # pointwise stages: full-width bands of about one tile's area
     blocks = stages.blocks()
-    windows = [(r, c) for r in rows for c in cols]
-    result: Tensor | None = None
-    with torch.no_grad(), tqdm(
-        total=n * (len(blocks) + 1) * len(windows), desc="tiles (global CCA)", unit="tile", disable=not progress, leave=False
+    num_feat = network.LR_conv.out_channels
+    result: Optional[Tensor] = None
+    total = n * (len(tiles) * (len(blocks) + 2) + len(rows) * len(blocks))
+    with torch.no_grad(), FeatureStores(x.device, temp_dir) as store, tqdm(
+        total=total, desc="tiles (global CCA)", unit="tile", disable=not progress, leave=False
     ) as bar:
+        store.plan(4 * num_feat * fh * fw * max(x.element_size(), 4))  # fea, block output, distilled, collected
         for i in range(n):
-            image = x[i : i + 1]
+            image = replicate_pad(x[i : i + 1], hp - h, wp - w)
 
-            def batches() -> Iterator[tuple[list[tuple[Span, Span]], Tensor]]:
-                for k in range(0, len(windows), batch):
-                    group = windows[k : k + batch]
-                    crops = []
-                    for r, c in group:
-                        patch = image[:, :, r.start : r.start + th, c.start : c.start + tw]
-                        crops.append(replicate_pad(patch, th - patch.shape[-2], tw - patch.shape[-1]))
-                    yield group, torch.cat(crops, dim=0)
+            def local(src: FeatureStore, r: tuple[int, int], c: tuple[int, int], context: int) -> tuple[Tensor, slice, slice]:
+                """``src`` over tile ``r×c`` widened by ``context`` (clipped to the map), and the tile's place in it."""
+                r0, r1 = max(r[0] - context, 0), min(r[1] + context, fh)
+                c0, c1 = max(c[0] - context, 0), min(c[1] + context, fw)
+                t = src.read(r0, r1, c0, c1, x.device)
+                return t, slice(r[0] - r0, r[1] - r0), slice(c[0] - c0, c[1] - c0)
 
-            stats: list[tuple[Tensor, Tensor]] = []
-            for k in range(len(blocks)):  # pass k: statistics of block k's distilled features
-                total = count = total_sq = None
-                for group, inp in batches():
-                    hcur = stages.fea_conv(inp)
-                    for j in range(k):
-                        hcur = stages.fuse(j, hcur, stages.distill(j, hcur), *stats[j])
-                    feat = stages.distill(k, hcur)
-                    del hcur
-                    for t, (r, c) in enumerate(group):
-                        r0, r1 = _feature_core(r, stride)
-                        c0, c1 = _feature_core(c, stride)
-                        core = feat[t, :, r0:r1, c0:c1].double()
-                        s1, s2 = core.sum(dim=(1, 2)), core.square_().sum(dim=(1, 2))
-                        total = s1 if total is None else total + s1
-                        total_sq = s2 if total_sq is None else total_sq + s2
-                        count = core[0].numel() + (count or 0)
-                    bar.update(len(group))
-                mean = total / count
-                var = (total_sq / count - mean * mean).clamp_min(0)
-                shape = (1, -1, 1, 1)
-                stats.append((mean.view(shape).to(x.dtype), var.sqrt().view(shape).to(x.dtype)))
-            for group, inp in batches():  # last pass: the output, every CCA with global statistics
-                fea = hcur = stages.fea_conv(inp)
-                outs = []
-                for j in blocks:
-                    hcur = stages.fuse(j, hcur, stages.distill(j, hcur), *stats[j])
-                    outs.append(hcur)
-                y = stages.tail(fea, outs)
-                del fea, hcur, outs
+            # 1. shallow features
+            fea_store: Optional[FeatureStore] = None
+            for r, c in tiles:
+                r0, r1 = max(r[0] - HEAD_CONTEXT, 0), min(r[1] + HEAD_CONTEXT, fh)
+                c0, c1 = max(c[0] - HEAD_CONTEXT, 0), min(c[1] + HEAD_CONTEXT, fw)
+                f = stages.fea_conv(image[:, :, stride * r0 : stride * r1, stride * c0 : stride * c1])
+                if fea_store is None:
+                    fea_store = store.new(num_feat, fh, fw, f.dtype)
+                fea_store.write(r[0], c[0], f[:, :, r[0] - r0 : r[1] - r0, c[0] - c0 : c[1] - c0])
+                bar.update()
+            assert fea_store is not None
+            # 2. the blocks: block j reads h_{j-1} (fea for j = 0) and writes h_j into out_store
+            src, out_store = fea_store, None
+            dist_store = acc_store = None
+            for j in blocks:
+                s1 = s2 = None
+                for r, c in tiles:
+                    t, rs, cs = local(src, r, c, BLOCK_CONTEXT)
+                    d = stages.distill(j, t)[:, :, rs, cs]
+                    del t
+                    if dist_store is None:
+                        dist_store = store.new(d.shape[1], fh, fw, d.dtype)
+                    dist_store.write(r[0], c[0], d)
+                    core = d.double()
+                    a, b = core.sum(dim=(0, 2, 3)), core.square_().sum(dim=(0, 2, 3))
+                    s1, s2 = (a, b) if s1 is None else (s1 + a, s2 + b)
+                    del d, core
+                    bar.update()
+                assert s1 is not None and s2 is not None and dist_store is not None
+                mean = s1 / (fh * fw)
+                var = (s2 / (fh * fw) - mean * mean).clamp_min(0)
+                mean_t = mean.view(1, -1, 1, 1).to(x.dtype)
+                std_t = var.sqrt().view(1, -1, 1, 1).to(x.dtype)
+                for r0, r1 in rows:
+                    hb = stages.fuse(j, src.read(r0, r1, 0, fw, x.device), dist_store.read(r0, r1, 0, fw, x.device),
+                                     mean_t, std_t)  # fmt: skip
+                    if out_store is None:
+                        out_store = store.new(num_feat, fh, fw, hb.dtype)
+                    out_store.write(r0, 0, hb)
+                    acc = stages.collect(j, hb, None if j == blocks[0] else acc_store.read(r0, r1, 0, fw, x.device))  # type: ignore[union-attr]
+                    if acc_store is None:
+                        acc_store = store.new(num_feat, fh, fw, acc.dtype)
+                    acc_store.write(r0, 0, acc)
+                    del hb, acc
+                    bar.update()
+                src = out_store  # h_j overwrote h_{j-1} (or lives beside fea) row band by row band
+            assert acc_store is not None
+            # 3. information collection's activation, LR conv + global residual, upsampler
+            for r, c in tiles:
+                a, rs, cs = local(acc_store, r, c, TAIL_CONTEXT)
+                f, _, _ = local(fea_store, r, c, TAIL_CONTEXT)
+                y = stages.finish(f, a)
+                del a, f
+                y = y[:, :, up * rs.start : up * rs.stop, up * cs.start : up * cs.stop]
                 if result is None:
                     result = output_tensor(out, (n, y.shape[1], scale * h, scale * w), y)
-                for t, (r, c) in enumerate(group):
-                    write_region(
-                        result[i, :, scale * r.core0 : scale * r.core1, scale * c.core0 : scale * c.core1],
-                        y[t, :, scale * (r.core0 - r.start) : scale * (r.core1 - r.start),
-                          scale * (c.core0 - c.start) : scale * (c.core1 - c.start)],
-                    )  # fmt: skip
+                o0, o1 = up * r[0], min(up * r[1], scale * h)
+                p0, p1 = up * c[0], min(up * c[1], scale * w)
+                if o1 > o0 and p1 > p0:
+                    write_region(result[i, :, o0:o1, p0:p1], y[0, :, : o1 - o0, : p1 - p0])
                 del y
-                bar.update(len(group))
+                bar.update()
     assert result is not None
     return result
