@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Upscaler"]
 
+#: Rows per step of the in-place RGB -> BGR swap of :meth:`Upscaler.upscale_uint8`.
+_SWAP_ROWS = 256
+
 
 class Upscaler:
     """A checkpoint turned into ``numpy image -> numpy image`` (float BGR in [0, 1]).
@@ -44,7 +47,7 @@ class Upscaler:
         scale: IMDN_AS: the factor (>= 1, default 1); IMDN: must match its own or be None.
         options: How images go through the network (default:
             ``InferenceOptions(precision="auto")``: bf16 on a CPU with AMX, else fp32).
-        device: Default: CUDA when available, else CPU.
+        device: Default: CUDA when available (and ``options.backend`` is ``torch``), else CPU.
         param_key: Key inside BasicSR files.
     """
 
@@ -58,7 +61,7 @@ class Upscaler:
     ) -> None:
         options = options or InferenceOptions(precision="auto")
         device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu"
+            "cuda" if torch.cuda.is_available() and options.backend == "torch" else "cpu"
         )
         net, spec = load_network(weights, param_key)
         if spec.type == "IMDN":
@@ -115,9 +118,15 @@ class Upscaler:
         x = self._input(bgr)
         out_ch = self.spec.num_out_ch
         s = self.spec.scale
-        out = torch.empty((1, out_ch, s * x.shape[-2], s * x.shape[-1]), dtype=torch.uint8)
-        self.predict(x, out=out)
-        return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()[:, :, ::-1])
+        # The result is written straight into the H×W×C array that is returned (through an N×C×H×W
+        # view of it), and its RGB turned to BGR in place, band by band: no second full-size copy.
+        hwc = np.empty((s * x.shape[-2], s * x.shape[-1], out_ch), dtype=np.uint8)
+        self.predict(x, out=torch.from_numpy(hwc).permute(2, 0, 1).unsqueeze(0))
+        if out_ch == 3:
+            for r in range(0, hwc.shape[0], _SWAP_ROWS):
+                band = hwc[r : r + _SWAP_ROWS]
+                band[:] = band[:, :, ::-1]  # numpy copies the (small) overlapping source first
+        return hwc
 
     def upscale(self, img: imageio.Image) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """``(bgr, alpha)`` of a decoded image: the network's output and the bicubic-resized alpha."""
