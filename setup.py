@@ -60,11 +60,13 @@ setup(
     ],
     extras_require={
         # the optional integrations are tested too (their tests skip, with the reason, without them)
-        "test": ["pytest", "onnx", "onnxruntime", "spandrel>=0.4"],
+        "test": ["pytest", "onnx", "onnxruntime", "openvino", "spandrel>=0.4"],
         # imdn_plugin.spandrel.install(): IMDN/IMDN_AS in spandrel (chaiNNer, traiNNer-redux, ...)
         "spandrel": ["spandrel>=0.4", "safetensors"],
         # basicsr export: onnxruntime checks every export against the torch forward
         "onnx": ["onnx", "onnxruntime"],
+        # basicsr infer --backend openvino (the export needs onnx)
+        "openvino": ["onnx", "openvino"],
     },
     entry_points={
         "console_scripts": ["basicsr = imdn_plugin.cli:main"],

@@ -126,23 +126,32 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:240]}" if text else type(exc).__name__
 
 
+def module_to_onnx(
+    module: nn.Module, examples: tuple[torch.Tensor, ...], input_names: list[str], opset: int = DEFAULT_OPSET
+) -> bytes:
+    """Serialized ONNX graph of ``module`` (torch's tracing exporter): inputs ``input_names``
+    (``N×C×H×W``, all with the same dynamic batch, height and width), one output ``output``
+    (dynamic batch / size).  Also used for the stage graphs of :mod:`.inference.runtimes`."""
+    buf = io.BytesIO()
+    axes_in = {0: "batch", 2: "height", 3: "width"}
+    axes_out = {0: "batch", 2: "out_height", 3: "out_width"}
+    with warnings.catch_warnings():
+        # Expected: the exporter's own deprecation notice, and IMDN_AS's Python-level
+        # size check (a constant in the trace; the graph does not check sizes).
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"imdn_plugin\.")
+        torch.onnx.export(
+            module, examples, buf, dynamo=False, opset_version=opset, input_names=input_names,
+            output_names=[OUTPUT_NAME], dynamic_axes={**{name: axes_in for name in input_names}, OUTPUT_NAME: axes_out},
+        )  # fmt: skip
+    return buf.getvalue()
+
+
 def _to_onnx(net: nn.Module, example: torch.Tensor, opset: int, exporter: str, size_multiple: int) -> bytes:
     """Serialized ONNX model of ``net`` with dynamic batch / height / width."""
     if exporter == "torchscript":
-        buf = io.BytesIO()
-        axes_in = {0: "batch", 2: "height", 3: "width"}
-        axes_out = {0: "batch", 2: "out_height", 3: "out_width"}
-        with warnings.catch_warnings():
-            # Expected: the exporter's own deprecation notice, and IMDN_AS's Python-level
-            # size check (a constant in the trace; the graph does not check sizes).
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-            warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"imdn_plugin\.archs\.")
-            torch.onnx.export(
-                net, (example,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes_in, OUTPUT_NAME: axes_out},
-            )  # fmt: skip
-        return buf.getvalue()
+        return module_to_onnx(net, (example,), [INPUT_NAME], opset)
     try:
         import onnxscript  # noqa: F401
     except ImportError:

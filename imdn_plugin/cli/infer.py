@@ -35,6 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..data import imageio
 from ..errors import ConfigError, PluginError
 from ..inference.predictor import InferenceOptions
+from ..inference.runtimes import BACKENDS
 from ..upscaler import Upscaler
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ OPTION_FLAGS = {
     "tile_stats": "--tile-stats",
     "acs_padding": "--acs-padding",
     "precision": "--precision",
+    "backend": "--backend",
 }
 
 EPILOG = f"""\
@@ -81,11 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
     p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN: must match")
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels for bounded memory (default: off)")
-    p.add_argument("--tile-overlap", type=int, default=InferenceOptions.tile_overlap, help="context pixels per tile")
+    p.add_argument("--tile-overlap", type=int, default=InferenceOptions.tile_overlap, help="context pixels per tile (--tile-stats local)")
     p.add_argument("--tile-stats", default="global", choices=("global", "local"),
-                   help="CCA statistics of tiles: global = whole-image result (slower), local = per tile")  # fmt: skip
+                   help="CCA statistics of tiles: global = the whole-image result (default), local = per tile")  # fmt: skip
     p.add_argument("--acs-padding", type=int, default=InferenceOptions.acs_padding, help="ACS padding 4k (IMDN_AS)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available; the onnxruntime "
+                   "and openvino backends run on the cpu)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="torch (default), or the network exported to ONNX and run by onnxruntime or openvino (CPU; "
+                        "pip install \"imdn-plugin[onnx]\" / \"imdn-plugin[openvino]\")")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on a CPU with AMX, else fp32")
     p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
     p.add_argument("--suffix", default="", help="appended to output file names")
@@ -298,14 +304,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         options = InferenceOptions(
             tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats, acs_padding=args.acs_padding,
-            precision=args.precision, progress=progress,
+            precision=args.precision, progress=progress, backend=args.backend,
         )  # fmt: skip
     except ConfigError as exc:
         raise in_flag_terms(exc) from None
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() and args.backend == "torch" else "cpu"
     try:
         device = torch.device(args.device)
     except RuntimeError:
         raise ConfigError(f"--device: unknown device '{args.device}'") from None
+    if args.backend != "torch" and device.type != "cpu":
+        raise ConfigError(f"--device {args.device}: the {args.backend} backend runs on the cpu (drop --device, or --backend torch)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
     imageio.max_pixels()  # a bad IMDN_MAX_PIXELS stops here, not at every image

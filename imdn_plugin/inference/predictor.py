@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..archs import IMDNBase
 from ..errors import ConfigError
 from ..options import check_keys
-from . import cropping, tiling
+from . import cropping, runtimes, tiling
 from .fast import PRECISIONS, make_fast_forward
 from .global_tiling import global_tiled_forward
 
@@ -39,20 +39,24 @@ class InferenceOptions:
             the network's size multiple), ``acs`` or ``tile``.
         acs_padding: ACS padding, ``4k`` with ``k >= 1`` (paper Eq. 8; 32).
         tile: Largest tile side in input pixels (``None``: no tiling).
-        tile_overlap: Context pixels around each tile, in input pixels.
-        tile_batch: Tiles per network call (``None``: 1 on CPU, where more are not faster
-            and cost memory; 4 elsewhere).
-        tile_stats: ``global`` (default): every CCA of IMDN/IMDN_AS uses the
-            statistics of the whole image, gathered tile by tile, so tiles
-            give the whole-image result (several passes; memory stays
-            bounded); ``local``: each tile's own statistics (one pass,
-            faster, about 0.05–0.13 dB off on large IMDN_AS images).
+        tile_batch: Tiles per network call with ``tile_stats: local`` (``None``: 1 on CPU,
+            where more are not faster and cost memory; 4 elsewhere); global tiles go one per call.
+        tile_stats: ``global`` (default): the network streamed stage by stage through
+            the tiles, every CCA of IMDN/IMDN_AS with whole-image statistics: the
+            whole-image result, memory of one tile, the feature maps between stages in a
+            temporary file (:mod:`.global_tiling`); ``local``: each tile's own
+            statistics (about 0.05–0.13 dB off on large IMDN_AS images).
+        tile_overlap: Context pixels around each tile for ``tile_stats: local`` (global
+            tiles read the exact context each stage needs).
         channels_last: Memory format of the fast path (``None``: its default).
         compile: Use ``torch.compile`` in the fast path.
         precision: ``fp32`` (default: exact), ``bf16`` (CPU: the bf16 fused
             plan, Set5 within ~0.003 dB of fp32; CUDA: autocast), ``fp16`` (CUDA
             autocast) or ``auto`` (``bf16`` on a CPU with AMX, else ``fp32``).
         progress: Show a progress bar over tiles.
+        backend: ``torch`` (default), ``onnxruntime`` or ``openvino``: the network exported
+            to ONNX and run by that runtime on the CPU, through the same ACS / tiling code
+            (optional extras; see :mod:`.runtimes`).
     """
 
     mode: str = "auto"
@@ -65,6 +69,7 @@ class InferenceOptions:
     compile: bool = False
     precision: str = "fp32"
     progress: bool = False
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         def fail(key: str, value: Any, need: str) -> None:
@@ -97,6 +102,11 @@ class InferenceOptions:
             fail("precision", self.precision, f"must be one of {', '.join(PRECISIONS)}")
         if self.progress not in (True, False):
             fail("progress", self.progress, "must be true or false")
+        if self.backend not in runtimes.BACKENDS:
+            fail("backend", self.backend, f"must be one of {', '.join(runtimes.BACKENDS)}")
+        if self.backend != "torch" and (self.compile or self.channels_last is not None):
+            key = "compile" if self.compile else "channels_last"
+            fail(key, getattr(self, key), f"is a torch option; the {self.backend} backend takes ~ / false")
 
     @classmethod
     def from_dict(cls, opt: Optional[Mapping[str, Any]]) -> "InferenceOptions":
@@ -182,9 +192,12 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     options = options or InferenceOptions()
     scale, multiple = network_geometry(network)
     try:
-        forward = make_fast_forward(
-            network, channels_last=options.channels_last, compile=options.compile, precision=options.precision
-        )
+        if options.backend == "torch":
+            forward: Any = make_fast_forward(
+                network, channels_last=options.channels_last, compile=options.compile, precision=options.precision
+            )
+        else:
+            forward = runtimes.runtime_forward(network, options.backend, options.precision)
     except ValueError as exc:  # e.g. fp16 for a network on the CPU: an option problem, said in one line
         raise ConfigError(f"inference: {exc}") from None
     # On a CPU one tile per call is as fast as several, with a quarter of the memory.

@@ -1,0 +1,213 @@
+"""IMDN run by ONNX Runtime or OpenVINO instead of PyTorch (``inference: backend``, ``infer --backend``).
+
+:func:`runtime_forward` exports the network to ONNX in memory
+(:func:`imdn_plugin.export.module_to_onnx`, dynamic batch/height/width) and
+returns a :class:`RuntimeForward`: the same interface as
+:class:`.fast.FastForward`, so :func:`.predictor.build_predictor` drives it
+through the very same whole-image / ACS / tiling code.  For tiles with
+whole-image CCA statistics it offers :meth:`RuntimeForward.stages`: the
+convolution-heavy stages (shallow features, each block's progressive refinement,
+the tail) as ONNX graphs of their own in the runtime, CCA and the two 1×1
+fusions (under 10% of the work) in torch.
+
+Both runtimes run on the CPU.  ONNX Runtime computes in fp32 (its CPU
+convolutions have no bf16).  OpenVINO takes ``INFERENCE_PRECISION_HINT``:
+``fp32`` → f32, ``bf16`` → bf16, ``fp16`` → f16, ``auto`` → OpenVINO's own
+choice (bf16 on CPUs with AMX); what it really runs is logged (a CPU without
+bf16 runs f32).  The packages are optional extras: ``pip install
+"imdn-plugin[onnx]"`` (onnxruntime) or ``"imdn-plugin[openvino]"``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..archs import IMDNBase
+from ..errors import ConfigError
+from .global_tiling import ModuleStages
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+#: Package to import and extra to install, per runtime backend.
+_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
+#: OpenVINO ``INFERENCE_PRECISION_HINT`` per plugin precision (``auto``: not set).
+_OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def require(backend: str) -> Any:
+    """The runtime's Python module, or a one-line :class:`ConfigError` saying how to install it."""
+    if backend not in _PACKAGES:
+        raise ConfigError(f"inference:backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    package, extra = _PACKAGES[backend]
+    try:
+        importlib.import_module("onnx")  # the exporter's serialiser
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise ConfigError(
+            f"backend {backend}: the {exc.name or package} package is not installed: pip install \"imdn-plugin[{extra}]\""
+        ) from None
+
+
+class _Graph:
+    """One ONNX graph compiled by one runtime; called with NCHW float32 CPU tensors."""
+
+    def __init__(self, backend: str, data: bytes, precision: str, threads: int) -> None:
+        self.backend = backend
+        runtime = require(backend)
+        if backend == "onnxruntime":
+            options = runtime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.log_severity_level = 3
+            session = runtime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            self._run: Callable[[list[np.ndarray]], np.ndarray] = lambda arrays: session.run(
+                None, dict(zip(names, arrays))
+            )[0]
+            self.precision = "fp32"
+            return
+        core = runtime.Core()
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision in _OV_HINTS:
+            config["INFERENCE_PRECISION_HINT"] = _OV_HINTS[precision]
+        compiled = core.compile_model(core.read_model(data), "CPU", config)
+        prop = compiled.get_property("INFERENCE_PRECISION_HINT")
+        ran = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
+        request = compiled.create_infer_request()
+        self._run = lambda arrays: request.infer(dict(enumerate(arrays)))[0].copy()
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        arrays = [t.detach().to("cpu", torch.float32).contiguous().numpy() for t in inputs]
+        return torch.from_numpy(self._run(arrays))
+
+
+class _Stage(nn.Module):
+    """One stage of an IMDN as a module to export (``kind``: ``fea_conv``, ``distill`` or ``finish``)."""
+
+    def __init__(self, network: IMDNBase, kind: str, block: int = 0) -> None:
+        super().__init__()
+        self.stages, self.kind, self.block = ModuleStages(network), kind, block
+
+    def forward(self, x: Tensor, acc: Optional[Tensor] = None) -> Tensor:
+        if self.kind == "fea_conv":
+            return self.stages.fea_conv(x)
+        if self.kind == "distill":
+            return self.stages.distill(self.block, x)
+        assert acc is not None
+        return self.stages.finish(x, acc.clone())  # the LeakyReLU works in place: not on a graph input
+
+
+class RuntimeStages(ModuleStages):
+    """:class:`.global_tiling.Stages` with the convolution-heavy stages in the runtime (graphs built on first use)."""
+
+    def __init__(self, network: IMDNBase, make: Callable[[_Stage, int], _Graph]) -> None:
+        super().__init__(network)
+        self._make = make
+        self._graphs: dict[tuple[str, int], _Graph] = {}
+
+    def _graph(self, kind: str, block: int, inputs: int) -> _Graph:
+        if (kind, block) not in self._graphs:
+            self._graphs[(kind, block)] = self._make(_Stage(self.network, kind, block), inputs)
+        return self._graphs[(kind, block)]
+
+    def fea_conv(self, x: Tensor) -> Tensor:
+        return self._graph("fea_conv", 0, 1)(x)
+
+    def distill(self, j: int, x: Tensor) -> Tensor:
+        return self._graph("distill", j, 1)(x)
+
+    def finish(self, fea: Tensor, acc: Tensor) -> Tensor:
+        return self._graph("finish", 0, 2)(fea, acc)
+
+
+class RuntimeForward:
+    """A network run by ONNX Runtime or OpenVINO, with :class:`.fast.FastForward`'s interface."""
+
+    fused_plan = None
+
+    def __init__(self, network: nn.Module, backend: str, precision: str) -> None:
+        require(backend)
+        self.backend = backend
+        self.module = copy.deepcopy(network).float().cpu().eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.threads = torch.get_num_threads()
+        self.requested = precision
+        if backend == "onnxruntime" and precision in ("bf16", "fp16"):
+            raise ConfigError(f"backend onnxruntime: runs fp32 only (its CPU convolutions have no {precision}), got precision {precision}")
+        if not isinstance(self.module, IMDNBase):
+            raise ConfigError(f"backend {backend}: runs IMDN / IMDN_AS networks, got {type(network).__name__}")
+        first = self.module.fea_conv
+        self.in_ch = (first[0] if isinstance(first, nn.Sequential) else first).in_channels
+        multiple = int(getattr(self.module, "size_multiple", 1))
+        self._whole = self._compile(self.module, [torch.rand(1, self.in_ch, 4 * multiple, 4 * multiple)])
+        self.precision = self._whole.precision
+        self._stages: Optional[RuntimeStages] = None
+        how = "" if precision in ("fp32", self.precision) else f" ({precision} requested)"
+        logger.info("backend %s: %s runs in %s%s", backend, type(network).__name__, self.precision, how)
+
+    def _compile(self, module: nn.Module, examples: list[Tensor]) -> _Graph:
+        from ..export import module_to_onnx
+
+        names = ["input", "acc"][: len(examples)]
+        with torch.no_grad():
+            data = module_to_onnx(module, tuple(examples), names)
+        return _Graph(self.backend, data, self.requested, self.threads)
+
+    def _stage_graph(self, stage: _Stage, inputs: int) -> _Graph:
+        nf = self.module.LR_conv.out_channels
+        if stage.kind == "fea_conv":
+            side = 8 * self.module.size_multiple
+            examples = [torch.rand(1, self.in_ch, side, side)]
+        else:  # distill(h) or finish(fea, acc): trunk maps
+            examples = [torch.rand(1, nf, 8, 8) for _ in range(inputs)]
+        return self._compile(stage, examples)
+
+    @property
+    def path(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    def __repr__(self) -> str:
+        return f"RuntimeForward({type(self.module).__name__}, path={self.path})"
+
+    def stages(self) -> RuntimeStages:
+        """Stages for :func:`.global_tiling.global_tiled_forward` (IMDN / IMDN_AS only)."""
+        if self._stages is None:
+            self._stages = RuntimeStages(self.module, self._stage_graph)
+        return self._stages
+
+    @contextmanager
+    def context(self) -> Iterator[None]:
+        with torch.inference_mode():
+            yield
+
+    def prepare(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self.backend} forward: expected a torch.Tensor, got {type(x).__name__}")
+        return x.detach().to("cpu", torch.float32).contiguous()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Run the network on the NCHW batch ``x``; returns contiguous NCHW float32 on the CPU."""
+        x = self.prepare(x)
+        multiple = int(getattr(self.module, "size_multiple", 1))
+        if x.dim() != 4 or x.shape[-2] % multiple or x.shape[-1] % multiple:
+            raise ValueError(
+                f"{type(self.module).__name__}: input size {tuple(x.shape)} is not an NCHW batch with sides divisible "
+                f"by {multiple}"
+            )
+        return self._whole(x)
+
+
+def runtime_forward(network: nn.Module, backend: str, precision: str) -> RuntimeForward:
+    """``network`` exported to ONNX and compiled by ``backend`` (``onnxruntime`` or ``openvino``)."""
+    return RuntimeForward(network, backend, precision)
