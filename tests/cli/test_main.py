@@ -1,4 +1,4 @@
-"""The ``basicsr`` command end to end (subprocesses, outputs under a temp cwd)."""
+"""The ``basicsr`` command end to end (the installed command in subprocesses, or its main() in-process; outputs under a temp cwd)."""
 from __future__ import annotations
 
 import re
@@ -64,26 +64,29 @@ def write_opt(tmp_path: Path, data: Path, edit) -> Path:
     return path
 
 
-def one_line_error(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2, res.stderr[-2000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("basicsr: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+def one_line_error(rc: int, stderr: str) -> str:
+    assert rc == 2, stderr[-2000:]
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("basicsr: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
     return lines[0]
 
 
-def test_unknown_network_key_rejected_before_work(tiny_sr_data: Path, tmp_path: Path) -> None:
+def test_unknown_network_key_rejected_before_work(tiny_sr_data: Path, tmp_path: Path, basicsr_in_process, capsys) -> None:
+    # In-process (the command's main(); a subprocess costs ~10 s of imports): test_set5_x4 above
+    # runs the installed command itself.
     opt = write_opt(tmp_path, tiny_sr_data, lambda o: o["network_g"].update(num_feats=64))
-    line = one_line_error(run(["test", "-opt", str(opt)], tmp_path))
+    line = one_line_error(basicsr_in_process("test", "-opt", str(opt)), capsys.readouterr().err)
     assert "network_g (IMDN): unknown key 'num_feats'" in line and "did you mean 'num_feat'" in line
     assert "num_block" in line  # valid keys listed
     assert not (tmp_path / "results").exists()
 
 
-def test_wrong_scale_checkpoint_names_the_file_scale(tiny_sr_data: Path, tmp_path: Path) -> None:
+def test_wrong_scale_checkpoint_names_the_file_scale(tiny_sr_data: Path, tmp_path: Path, basicsr_in_process, capsys) -> None:
     def edit(o: dict) -> None:
         o["path"]["pretrain_network_g"] = str(tiny_sr_data / "checkpoints/IMDN_x2.pth")
 
-    line = one_line_error(run(["test", "-opt", str(write_opt(tmp_path, tiny_sr_data, edit))], tmp_path))
+    rc = basicsr_in_process("test", "-opt", str(write_opt(tmp_path, tiny_sr_data, edit)))
+    line = one_line_error(rc, capsys.readouterr().err)
     assert "IMDN_x2.pth: checkpoint is IMDN x2" in line and "network_g is IMDN x4" in line
 
 
@@ -116,7 +119,7 @@ def test_bad_options_are_rejected_by_the_startup_check(tiny_sr_data: Path, tmp_p
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-def test_imdn_as_on_a_realsr_layout_folder(reference: Path, tmp_path: Path) -> None:
+def test_imdn_as_on_a_realsr_layout_folder(reference: Path, tmp_path: Path, basicsr_in_process) -> None:
     """Same-size LR/GT pairs with sides not divisible by 4 (ACS path), RGB metrics."""
     import cv2
     import numpy as np
@@ -132,13 +135,12 @@ def test_imdn_as_on_a_realsr_layout_folder(reference: Path, tmp_path: Path) -> N
         lr = np.clip(imresize_to(small, (h, w)) * 255, 0, 255).round().astype(np.uint8)
         cv2.imwrite(str(gt_dir / f"{name}.png"), gt)
         cv2.imwrite(str(lr_dir / f"{name}.png"), lr)
-    res = run(
-        ["test", "-opt", str(REPO / "options/test_IMDN_AS.yml"), "--force_yml",
-         f"path:pretrain_network_g={reference}/checkpoints/IMDN_AS.pth", f"datasets:test_1:dataroot_gt={gt_dir}",
-         f"datasets:test_1:dataroot_lq={lr_dir}"],
-        tmp_path,
+    rc = basicsr_in_process(
+        "test", "-opt", str(REPO / "options/test_IMDN_AS.yml"), "--force_yml",
+        f"path:pretrain_network_g={reference}/checkpoints/IMDN_AS.pth", f"datasets:test_1:dataroot_gt={gt_dir}",
+        f"datasets:test_1:dataroot_lq={lr_dir}",
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert rc == 0
     text = next((tmp_path / "results" / "IMDN_AS_test").glob("test_*.log")).read_text()
     psnr = float(re.search(r"# psnr: ([\d.]+)", text).group(1))
     ssim = float(re.search(r"# ssim: ([\d.]+)", text).group(1))
