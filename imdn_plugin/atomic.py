@@ -23,18 +23,21 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: PathLike, data: Union[bytes, Callable[[BinaryIO], None]], *, overwrite: bool = True) -> Path:
+def atomic_write(
+    path: PathLike, data: Union[bytes, Callable[[BinaryIO], None]], *, overwrite: bool = True, suffix: str = ".tmp"
+) -> Path:
     """Write ``data`` (bytes, or a function writing into a binary file) to ``path`` atomically.
 
     With ``overwrite=False`` an existing ``path`` is never replaced
     (:class:`FileExistsError`, checked again at the rename with a hard link).
-    Returns the path.
+    ``suffix`` ends the temporary file's name (e.g. ``.tmp.png`` for a writer that
+    picks its format from the name).  Returns the path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: exists (not overwritten)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)

@@ -136,17 +136,35 @@ class Upscaler:
             alpha = np.clip(imresize_to(img.alpha, sr.shape[:2]), 0.0, 1.0)
         return sr, alpha
 
-    def upscale_file(self, src: Union[str, "os.PathLike[str]"]) -> bytes:
-        """Read an image file, upscale it and return PNG bytes of the same form
-        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept).  The EXIF /
-        TIFF orientation tag of JPEG and TIFF files is applied (a PNG has no such tag)."""
+    def _upscale_read(self, src: Union[str, "os.PathLike[str]"]) -> Union[np.ndarray, bytes]:
+        """An image file upscaled: 8-bit RGB as the uint8 BGR result (to be encoded); other
+        kinds (grayscale, 16-bit, alpha) already as their PNG bytes."""
         img = imageio.read(src, orientation=True)
         try:
             if img.channels == 3 and img.bit_depth == 8:  # the common case: 8-bit all the way (less memory)
                 bgr = img.bgr
                 del img
-                return imageio.png_bytes(self.upscale_uint8(bgr), compress_level=None)
+                return self.upscale_uint8(bgr)
             sr, alpha = self.upscale(img)
         except InferenceError as exc:
             raise InferenceError(f"{src}: {exc}") from None
         return imageio.encode_png(sr, alpha, bit_depth=16 if img.bit_depth == 16 else 8, gray=img.channels in (1, 2))
+
+    def upscale_file(self, src: Union[str, "os.PathLike[str]"]) -> bytes:
+        """Read an image file, upscale it and return PNG bytes of the same form
+        (grayscale stays grayscale, 16-bit stays 16-bit, alpha is kept).  The EXIF /
+        TIFF orientation tag of JPEG and TIFF files is applied (a PNG has no such tag)."""
+        out = self._upscale_read(src)
+        return out if isinstance(out, bytes) else imageio.png_bytes(out, compress_level=None)
+
+    def write_file(
+        self, src: Union[str, "os.PathLike[str]"], dst: Union[str, "os.PathLike[str]"], overwrite: bool = False
+    ) -> None:
+        """:meth:`upscale_file` written atomically to ``dst`` (never replacing an existing file
+        unless ``overwrite``; :class:`FileExistsError`).  An 8-bit RGB result is encoded straight
+        into the file (:func:`~.data.imageio.write_png_atomic`): no PNG in memory."""
+        out = self._upscale_read(src)
+        if isinstance(out, bytes):
+            imageio.write_atomic(dst, out, overwrite=overwrite)
+        else:
+            imageio.write_png_atomic(dst, out, overwrite=overwrite)

@@ -274,8 +274,7 @@ def in_flag_terms(exc: ConfigError) -> ConfigError:
 def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> Optional[str]:
     """Upscale one file and write its PNG; ``None`` when the output is on disk, else why not."""
     try:
-        data = upscaler.upscale_file(job.src)
-        imageio.write_atomic(job.dst, data, overwrite=overwrite)
+        upscaler.write_file(job.src, job.dst, overwrite=overwrite)
     except FileExistsError:
         return f"{job.dst}: appeared while this run was working; not overwritten (use --overwrite)"
     except PluginError as exc:

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Optional, Union
 
 import cv2
 import numpy as np
@@ -256,6 +256,27 @@ def encode_png(bgr: np.ndarray, alpha: Optional[np.ndarray] = None, bit_depth: i
 def write_atomic(path: PathLike, data: bytes, overwrite: bool = True) -> None:
     """Write bytes to ``path`` atomically (see :func:`imdn_plugin.atomic.atomic_write`)."""
     atomic_write(path, data, overwrite=overwrite)
+
+
+def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, compress_level: Optional[int] = None) -> None:
+    """Encode ``img`` (uint8/uint16) as PNG straight into ``path``'s temporary file, atomically.
+
+    ``cv2.imwrite`` streams the compressed rows to the file, so no PNG exists in
+    memory (``png_bytes`` holds it up to three times: 0.5 GB for a 9600×16000
+    photo).  Same pixels as :func:`png_bytes`; a path OpenCV cannot open (it
+    takes narrow strings on Windows) falls back to it.
+    """
+    params = [] if compress_level is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)]
+
+    def write(f: BinaryIO) -> None:
+        # f is the empty temporary, named *.tmp.png so that OpenCV picks its PNG encoder; OpenCV
+        # reopens the same file (same inode), so the caller's fsync through f covers what it wrote.
+        if not cv2.imwrite(f.name, img, params):
+            f.seek(0)
+            f.truncate()  # whatever a failed imwrite left
+            f.write(png_bytes(img, compress_level))
+
+    atomic_write(path, write, overwrite=overwrite, suffix=".tmp.png")
 
 
 def is_image_file(path: Path) -> bool:

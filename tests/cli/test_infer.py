@@ -370,14 +370,14 @@ def test_output_appearing_during_the_run_is_kept(x2: Path, tmp_path: Path, monke
 
     d, out = tmp_path / "d", tmp_path / "out"
     write_images(d, ["a.png", "b.png"])
-    real = Upscaler.upscale_file
+    real = Upscaler._upscale_read
 
     def racing(self, src):  # another program writes out/a.png while the network runs
         if Path(src).name == "a.png":
             (out / "a.png").write_bytes(b"someone else's file")
         return real(self, src)
 
-    monkeypatch.setattr(Upscaler, "upscale_file", racing)
+    monkeypatch.setattr(Upscaler, "_upscale_read", racing)
     rc, err = run_cli(["-i", str(d), "-o", str(out), "--weights", str(x2), "-q"], monkeypatch, capsys)
     assert rc == 1 and summary_counts(err) == {"written": 1, "failed": 1}
     assert f"  {out}/a.png: appeared while this run was working; not overwritten (use --overwrite)" in err
@@ -389,7 +389,9 @@ def test_summary_counts_what_is_on_disk(x2: Path, tmp_path: Path, monkeypatch, c
 
     d, out = tmp_path / "d", tmp_path / "out"
     write_images(d, ["a.png"])
-    monkeypatch.setattr(imageio, "write_atomic", lambda path, data, overwrite=True: None)  # a write that leaves nothing
+    # a write that leaves nothing (8-bit RGB results are encoded into the file, others written as bytes)
+    monkeypatch.setattr(imageio, "write_png_atomic", lambda path, img, overwrite=True: None)
+    monkeypatch.setattr(imageio, "write_atomic", lambda path, data, overwrite=True: None)
     rc, err = run_cli(["-i", str(d), "-o", str(out), "--weights", str(x2), "-q"], monkeypatch, capsys)
     assert rc == 1 and summary_counts(err) == {"written": 0, "failed": 1}
     assert f"  {out}/a.png: not found after writing" in err

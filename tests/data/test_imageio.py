@@ -226,3 +226,26 @@ def test_orientation_absent_or_broken_means_as_stored() -> None:
     app1 = raw.index(b"Exif\0\0")
     assert headers.exif_orientation(raw[: app1 + 12]) == 1  # EXIF cut short
     assert headers.exif_orientation(jpeg_with_orientation(RGB, 9)) == 1  # not an orientation
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_written_into_the_file_is_png_bytes(dtype, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_png_atomic: the pixels png_bytes holds, no temporary left, an existing file kept; and
+    when OpenCV cannot write the path, the in-memory encoder replaces whatever it left."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, np.iinfo(dtype).max + 1, (37, 29, 3), dtype=dtype)
+    dst = tmp_path / "o.png"
+    imageio.write_png_atomic(dst, img, overwrite=False)
+    assert np.array_equal(cv2.imread(str(dst), cv2.IMREAD_UNCHANGED), img)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+    with pytest.raises(FileExistsError):
+        imageio.write_png_atomic(dst, img[:5], overwrite=False)
+    assert cv2.imread(str(dst), cv2.IMREAD_UNCHANGED).shape == img.shape
+
+    def failing(path: str, arr: np.ndarray, params: list) -> bool:
+        Path(path).write_bytes(b"x" * 100_000)  # a partial write, longer than the real PNG
+        return False
+
+    monkeypatch.setattr(imageio.cv2, "imwrite", failing)
+    imageio.write_png_atomic(dst, img, overwrite=True)
+    assert dst.read_bytes() == imageio.png_bytes(img, compress_level=None)
