@@ -212,6 +212,9 @@ CASES = {
         # ACS only crops when a side is not divisible by 4 (at 1024² it is one whole pass).
         Case("as-acs", 0, (1022, 1022), (254, 254), "acs", "4 ACS patches (sides ≢ 0 mod 4)"),
         Case("as-tiled", 0, (1024, 1024), (256, 256), "tiled", "tiles"),
+        # The rows tile (128-pixel tiles, whole-image CCA statistics: build_predictor's default);
+        # the reference runs the whole image at once: time and memory of tiling against no tiling.
+        Case("x4-tiled", 4, (512, 512), (96, 96), "tiled-global", "rows: 128-px tiles, global CCA; reference: whole"),
     ]
 }
 
@@ -305,7 +308,7 @@ def psnr(out: Tensor, gt: Tensor, border: int) -> float:
 
 def make_runner(case: Case, forward: Callable[[Tensor], Tensor], quick: bool) -> Callable[[Tensor], Tensor]:
     """The case's strategy (whole image, ACS or tiles) around a forward callable."""
-    if case.strategy == "whole":
+    if case.strategy in ("whole", "tiled-global"):  # tiled-global: the rows tile in build_variant
         return forward
     assert _cropping is not None
     if case.strategy == "acs":
@@ -414,6 +417,8 @@ def build_variant(
     """Build one timed row; raises :class:`Skip` with the reason where it cannot run here."""
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
+    if case.strategy == "tiled-global":
+        return tiled_variant(case, variant, net, args, device)
     if variant in ("fast", "bf16-plan"):
         if variant == "bf16-plan" and device.type != "cpu":
             raise Skip("the bf16 plan is a CPU path")
@@ -444,6 +449,46 @@ def build_variant(
     wanted = "fp32" if hint == "f32" else hint
     precision = label if label == wanted else f"{wanted} requested, ran {label} (OpenVINO has no {wanted} on this CPU)"
     return Built(run, dynamic, "openvino CPU (static shape)", precision, time.perf_counter() - t0, label == "fp32")
+
+
+#: Tile side of the ``tiled-global`` case (input pixels).
+GLOBAL_TILE = 128
+#: (backend, precision) of each variant's ``tiled-global`` row (precision None: ``--precision``).
+_TILED_VARIANTS = {
+    "fast": ("torch", None), "bf16-plan": ("torch", "bf16"), "ort-fp32": ("onnxruntime", "fp32"),
+    "ov-fp32": ("openvino", "fp32"), "ov-bf16": ("openvino", "bf16"),
+}  # fmt: skip
+
+
+def tiled_variant(case: Case, variant: str, net: nn.Module, args: argparse.Namespace, device: torch.device) -> Built:
+    """A ``tiled-global`` row: :func:`build_predictor` with tiles (whole-image CCA statistics) on the variant's backend."""
+    from imdn_plugin.inference import InferenceOptions, build_predictor  # noqa: PLC0415
+
+    if variant not in _TILED_VARIANTS:
+        raise Skip("ONNX's Conv operator has no bfloat16 type (ONNX Runtime's CPU convolutions are fp32/fp16)")
+    backend, precision = _TILED_VARIANTS[variant]
+    if backend != "torch" and device.type != "cpu":
+        raise Skip("CPU rows only")
+    if backend != "torch":
+        try:
+            __import__(backend)
+        except ImportError as exc:
+            raise Skip(f"{backend} is not installed ({exc}); pip install {backend}") from None
+    t0 = time.perf_counter()
+    tile = 32 if args.quick else GLOBAL_TILE
+    options = InferenceOptions(tile=tile, tile_overlap=8, backend=backend, precision=precision or args.precision,
+                               compile=args.compile and backend == "torch" and variant == "fast")  # fmt: skip
+    predict = build_predictor(net, options)
+    if backend == "torch":  # what the predictor's forward computes in (the bf16 plan may be emulated)
+        ran = _plugin_precision(make_fast_forward(net, precision=options.precision))
+    else:
+        from imdn_plugin.inference.runtimes import runtime_forward  # noqa: PLC0415
+
+        ran = runtime_forward(net, backend, options.precision).precision
+        if ran != options.precision:
+            ran = f"{options.precision} requested, ran {ran} ({backend} has no {options.precision} on this CPU)"
+    return Built(predict, predict, f"{backend} tiles {tile}, global CCA", ran, time.perf_counter() - t0,
+                 ran == "fp32")  # fmt: skip
 
 
 def build_paths(case: Case, args: argparse.Namespace, device: torch.device, x: Tensor) -> dict:
