@@ -135,6 +135,8 @@ class RuntimeForward:
     fused_plan = None
 
     def __init__(self, network: nn.Module, backend: str, precision: str) -> None:
+        if backend == "onnxruntime" and precision in ("bf16", "fp16"):
+            raise ConfigError(f"backend onnxruntime: runs fp32 only (its CPU convolutions have no {precision}), got precision {precision}")
         require(backend)
         self.backend = backend
         self.module = copy.deepcopy(network).float().cpu().eval()
@@ -143,8 +145,6 @@ class RuntimeForward:
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.threads = torch.get_num_threads()
         self.requested = precision
-        if backend == "onnxruntime" and precision in ("bf16", "fp16"):
-            raise ConfigError(f"backend onnxruntime: runs fp32 only (its CPU convolutions have no {precision}), got precision {precision}")
         if not isinstance(self.module, IMDNBase):
             raise ConfigError(f"backend {backend}: runs IMDN / IMDN_AS networks, got {type(network).__name__}")
         first = self.module.fea_conv
