@@ -225,5 +225,6 @@ def global_tiled_forward(
                     write_region(result[i, :, o0:o1, p0:p1], y[0, :, : o1 - o0, : p1 - p0])
                 del y
                 bar.update()
+            store.close()  # this image's maps: the next one gets its own (disk use of one image)
     assert result is not None
     return result

@@ -156,3 +156,25 @@ def test_rejects_other_networks() -> None:
     with pytest.raises(TypeError, match="needs an IMDN or IMDN_AS network"):
         global_tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 8, 8))  # type: ignore[arg-type]
 
+
+
+def test_a_batch_keeps_one_images_maps_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four whole-image maps per image, closed before the next image: the disk use planned for one."""
+    from imdn_plugin.inference import feature_store
+
+    real_new, open_counts = feature_store.FeatureStores.new, []
+
+    def new(self, *args):
+        store = real_new(self, *args)
+        open_counts.append(len(self._open))
+        return store
+
+    monkeypatch.setattr(feature_store.FeatureStores, "new", new)
+    torch.manual_seed(6)
+    net = IMDN(num_feat=16, num_block=3, upscale=2).eval()
+    x = torch.rand(3, 3, 20, 18)
+    with torch.no_grad():
+        tiled = global_tiled_forward(net, x, tile=8, overlap=0)
+        whole = net(x)
+    assert (tiled - whole).abs().max().item() < 1e-5
+    assert len(open_counts) == 3 * 4 and max(open_counts) == 4
