@@ -15,8 +15,7 @@ import torch
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.cli.infer import main as infer_main
 from imdn_plugin.errors import ConfigError
-from imdn_plugin.inference import InferenceOptions, build_predictor
-from imdn_plugin.inference import runtimes
+from imdn_plugin.inference import InferenceOptions, build_predictor, runtimes
 from imdn_plugin.inference.runtimes import RuntimeStages, runtime_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftest.py)
