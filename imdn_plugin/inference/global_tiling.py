@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..archs import IMDNBase
-from .cropping import replicate_pad, round_up
+from .cropping import check_int, replicate_pad, round_up
 from .feature_store import FeatureStore, FeatureStores
 from .tiling import (
     DEFAULT_OVERLAP,
@@ -135,7 +135,8 @@ def global_tiled_forward(
     if not isinstance(network, IMDNBase):
         raise TypeError(f"global_tiled_forward: needs an IMDN or IMDN_AS network, got {type(network).__name__}")
     scale, multiple, stride = network.scale, network.size_multiple, network.feature_stride
-    check_tiling_args(scale, tile, overlap, batch, multiple)
+    check_tiling_args(scale, tile, 0, batch, multiple)  # overlap: any integer >= 0, not used
+    check_int("global_tiled_forward", "overlap", overlap, 0)
     if stages is None:
         stages = ModuleStages(network)
     n, _, h, w = x.shape

@@ -88,10 +88,11 @@ class InferenceOptions:
             fail("tile", self.tile, "must be set when mode is 'tile'")
         if not is_int(self.tile_overlap) or self.tile_overlap < 0:
             fail("tile_overlap", self.tile_overlap, "must be an integer >= 0")
-        if self.tile is not None and 2 * self.tile_overlap >= self.tile:
-            fail("tile_overlap", self.tile_overlap, f"must be less than half the tile ({self.tile})")
         if self.tile_stats not in TILE_STATS:
             fail("tile_stats", self.tile_stats, f"must be one of {', '.join(TILE_STATS)}")
+        # Global tiles read the exact context of each stage: the overlap only matters for local ones.
+        if self.tile is not None and self.tile_stats == "local" and 2 * self.tile_overlap >= self.tile:
+            fail("tile_overlap", self.tile_overlap, f"must be less than half the tile ({self.tile})")
         if self.tile_batch is not None and (not is_int(self.tile_batch) or self.tile_batch < 1):
             fail("tile_batch", self.tile_batch, "must be an integer >= 1 or ~ (1 on CPU, 4 on GPU)")
         if self.channels_last not in (None, True, False):
@@ -104,9 +105,12 @@ class InferenceOptions:
             fail("progress", self.progress, "must be true or false")
         if self.backend not in runtimes.BACKENDS:
             fail("backend", self.backend, f"must be one of {', '.join(runtimes.BACKENDS)}")
-        if self.backend != "torch" and (self.compile or self.channels_last is not None):
-            key = "compile" if self.compile else "channels_last"
-            fail(key, getattr(self, key), f"is a torch option; the {self.backend} backend takes ~ / false")
+        if self.backend != "torch" and (self.compile is True or self.channels_last is True):
+            key = "compile" if self.compile is True else "channels_last"
+            fail(key, getattr(self, key), f"is a torch option; the {self.backend} backend does not take it (leave it out)")
+        problem = runtimes.precision_problem(self.backend, self.precision)
+        if problem:
+            fail("precision", self.precision, problem)
 
     @classmethod
     def from_dict(cls, opt: Optional[Mapping[str, Any]]) -> "InferenceOptions":

@@ -15,7 +15,7 @@ convolutions have no bf16).  OpenVINO takes ``INFERENCE_PRECISION_HINT``:
 ``fp32`` → f32, ``bf16`` → bf16, ``fp16`` → f16, ``auto`` → OpenVINO's own
 choice (bf16 on CPUs with AMX); what it really runs is logged (a CPU without
 bf16 runs f32).  The packages are optional extras: ``pip install
-"imdn-plugin[onnx]"`` (onnxruntime) or ``"imdn-plugin[openvino]"``.
+".[onnx]"`` (onnxruntime) or ``".[openvino]"`` from the source tree.
 """
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "o
 _OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
+def precision_problem(backend: str, precision: str) -> Optional[str]:
+    """Why ``backend`` cannot run ``precision`` (``None`` when it can)."""
+    if backend == "onnxruntime" and precision in ("bf16", "fp16"):
+        return f"the onnxruntime backend runs fp32 only (its CPU convolutions have no {precision})"
+    return None
+
+
 def require(backend: str) -> Any:
     """The runtime's Python module, or a one-line :class:`ConfigError` saying how to install it."""
     if backend not in _PACKAGES:
@@ -52,8 +59,10 @@ def require(backend: str) -> Any:
         importlib.import_module("onnx")  # the exporter's serialiser
         return importlib.import_module(package)
     except ImportError as exc:
+        packages = "onnx onnxruntime" if backend == "onnxruntime" else "onnx openvino"
         raise ConfigError(
-            f"backend {backend}: the {exc.name or package} package is not installed: pip install \"imdn-plugin[{extra}]\""
+            f"backend {backend}: the {exc.name or package} package is not installed: pip install {packages} "
+            f"(the plugin's [{extra}] extra)"
         ) from None
 
 
@@ -135,8 +144,9 @@ class RuntimeForward:
     fused_plan = None
 
     def __init__(self, network: nn.Module, backend: str, precision: str) -> None:
-        if backend == "onnxruntime" and precision in ("bf16", "fp16"):
-            raise ConfigError(f"backend onnxruntime: runs fp32 only (its CPU convolutions have no {precision}), got precision {precision}")
+        problem = precision_problem(backend, precision)
+        if problem:
+            raise ConfigError(f"precision {precision}: {problem}")
         require(backend)
         self.backend = backend
         self.module = copy.deepcopy(network).float().cpu().eval()

@@ -82,7 +82,7 @@ def test_missing_runtime_is_one_line_with_the_install_command(monkeypatch: pytes
     with pytest.raises(ConfigError) as info:
         build_predictor(net, InferenceOptions(backend="openvino"))
     msg = str(info.value)
-    assert "\n" not in msg and "openvino package is not installed" in msg and 'pip install "imdn-plugin[openvino]"' in msg
+    assert "\n" not in msg and "openvino package is not installed" in msg and "pip install onnx openvino (the plugin's [openvino] extra)" in msg
 
 
 def test_bad_backend_options_are_refused() -> None:
@@ -91,8 +91,11 @@ def test_bad_backend_options_are_refused() -> None:
     with pytest.raises(ConfigError, match="inference:compile: is a torch option"):
         InferenceOptions(backend="openvino", compile=True)
     net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
-    with pytest.raises(ConfigError, match="onnxruntime: runs fp32 only"):
-        build_predictor(net, InferenceOptions(backend="onnxruntime", precision="bf16"))
+    with pytest.raises(ConfigError, match="inference:precision: the onnxruntime backend runs fp32 only .*, got 'bf16'"):
+        InferenceOptions(backend="onnxruntime", precision="bf16")  # refused with the options, before any work
+    with pytest.raises(ConfigError, match="precision fp16: the onnxruntime backend runs fp32 only"):
+        runtime_forward(net, "onnxruntime", "fp16")
+    assert InferenceOptions(backend="openvino", channels_last=False, compile=False).backend == "openvino"
 
 
 @pytest.mark.parametrize("backend", RUNTIMES)
