@@ -15,6 +15,7 @@ and what a read returns is a channels-last ``1×C×h×w`` tensor without a copy.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from typing import BinaryIO, Optional
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 #: Extra free space asked of the temporary folder beyond the maps themselves.
 DISK_MARGIN = 256 * 2**20
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.0f} MB"
 
 
 class FeatureStore:
@@ -120,6 +125,9 @@ class FeatureStores:
     def __init__(self, device: torch.device, directory: Optional[str] = None) -> None:
         self.device = device
         self.directory = directory or tempfile.gettempdir()
+        wanted = os.environ.get("TMPDIR")
+        if directory is None and wanted and os.path.realpath(wanted) != os.path.realpath(self.directory):
+            logger.warning("TMPDIR=%s is not a writable folder: the tiles' feature maps go to %s", wanted, self.directory)
         self._open: list[FeatureStore] = []
         self.in_memory: Optional[bool] = None
 
@@ -136,8 +144,8 @@ class FeatureStores:
         free = shutil.disk_usage(self.directory).free
         if total_bytes + DISK_MARGIN > free:
             raise InferenceError(
-                f"tiling with whole-image CCA statistics needs {total_bytes / 1e9:.1f} GB of temporary space in "
-                f"{self.directory} ({free / 1e9:.1f} GB free): set TMPDIR to a folder with room, or use "
+                f"tiling with whole-image CCA statistics needs {_size(total_bytes + DISK_MARGIN)} of temporary space "
+                f"in {self.directory} ({_size(free)} free): set TMPDIR to a folder with room, or use "
                 "tile_stats: local (--tile-stats local)"
             )
         logger.debug("global tiling: %.2f GB of feature maps in temporary files in %s", total_bytes / 1e9, self.directory)

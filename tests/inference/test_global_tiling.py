@@ -97,7 +97,7 @@ def test_no_room_for_the_feature_maps_is_one_clear_error(monkeypatch: pytest.Mon
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(feature_store.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
     net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
-    with pytest.raises(InferenceError, match=r"needs 0\.\d GB of temporary space in .*TMPDIR.*tile_stats: local"):
+    with pytest.raises(InferenceError, match=r"needs \d+ MB of temporary space in .* \(1 MB free\): set TMPDIR.*tile_stats: local"):
         global_tiled_forward(net, torch.rand(1, 3, 700, 700), tile=64, overlap=0, temp_dir=str(tmp_path))
 
 
@@ -178,3 +178,12 @@ def test_a_batch_keeps_one_images_maps_at_a_time(monkeypatch: pytest.MonkeyPatch
         whole = net(x)
     assert (tiled - whole).abs().max().item() < 1e-5
     assert len(open_counts) == 3 * 4 and max(open_counts) == 4
+
+
+def test_an_unusable_tmpdir_is_said(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path) -> None:
+    from imdn_plugin.inference.feature_store import FeatureStores
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-folder"))
+    with caplog.at_level("WARNING", logger="imdn_plugin.inference.feature_store"):
+        FeatureStores(torch.device("cpu"))
+    assert f"TMPDIR={tmp_path / 'no-such-folder'} is not a writable folder" in caplog.text
