@@ -20,10 +20,12 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -48,6 +50,7 @@ OPTION_FLAGS = {
     "acs_padding": "--acs-padding",
     "precision": "--precision",
     "backend": "--backend",
+    "mode": "--mode",
 }
 
 EPILOG = f"""\
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed; not a file)")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
     p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN: must match")
+    p.add_argument("--mode", default="auto", choices=("auto", "whole", "acs", "tile"),
+                   help="auto (default): tiles with --tile or when the image would not fit in memory, else ACS for "
+                        "IMDN_AS and the whole image for IMDN; whole: one pass (IMDN_AS padded; what tiles reproduce)")  # fmt: skip
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels for bounded memory (default: off)")
     p.add_argument("--tile-overlap", type=int, default=InferenceOptions.tile_overlap, help="context pixels per tile (--tile-stats local)")
     p.add_argument("--tile-stats", default="global", choices=("global", "local"),
@@ -91,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and openvino backends run on the cpu)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch (default), or the network exported to ONNX and run by onnxruntime or openvino (CPU; "
-                        "pip install \"imdn-plugin[onnx]\" / \"imdn-plugin[openvino]\")")  # fmt: skip
+                        "pip install \".[onnx]\" / \".[openvino]\" in the source tree)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on a CPU with AMX, else fp32")
     p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
     p.add_argument("--suffix", default="", help="appended to output file names")
@@ -295,6 +301,25 @@ def _summary(written: int, plan: Plan, failed: Sequence[str], out_dir: Path, ski
     return f"basicsr infer: {', '.join(parts)} → {out_dir}"
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``) unwinds like Ctrl-C: the image being written
+    leaves no temporary file, and the summary says what is on disk."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     progress = not args.quiet and sys.stderr.isatty()
@@ -303,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         options = InferenceOptions(
             tile=args.tile, tile_overlap=args.tile_overlap, tile_stats=args.tile_stats, acs_padding=args.acs_padding,
-            precision=args.precision, progress=progress, backend=args.backend,
+            precision=args.precision, progress=progress, backend=args.backend, mode=args.mode,
         )  # fmt: skip
     except ConfigError as exc:
         raise in_flag_terms(exc) from None
@@ -347,7 +372,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     written, failed = 0, []
     try:
-        with logging_redirect_tqdm(), tqdm(plan.jobs, desc="images", unit="image", disable=not progress) as bar:
+        with _sigterm_as_interrupt(), logging_redirect_tqdm(), tqdm(
+            plan.jobs, desc="images", unit="image", disable=not progress
+        ) as bar:
             for job in bar:
                 bar.set_postfix_str(job.src.name)
                 problem = process(upscaler, job, args.overwrite)

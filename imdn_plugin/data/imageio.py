@@ -279,9 +279,15 @@ def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, co
     atomic_write(path, write, overwrite=overwrite, suffix=".tmp.png")
 
 
+#: Temporaries of :func:`write_png_atomic` (``.<name>.<random>.tmp.png``): one a killed run left
+#: behind is not an input.
+_TEMPORARY_PNG = re.compile(r"^\..+\.tmp\.png$", re.IGNORECASE)
+
+
 def is_image_file(path: Path) -> bool:
-    """A regular file whose name ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    """A regular file whose name ends in one of :data:`IMAGE_EXTENSIONS` (any case), other than
+    this plugin's own temporary PNGs."""
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not _TEMPORARY_PNG.match(path.name)
 
 
 def list_images(folder: PathLike) -> list[Path]:

@@ -357,7 +357,9 @@ def test_progress_bars_over_images_and_tiles(x2: Path, tmp_path: Path, monkeypat
 
 def test_errors_name_the_flags(tmp_path: Path, monkeypatch, capsys) -> None:
     for extra, expected in [
-        (["--tile", "16", "--tile-overlap", "8"], "--tile-overlap: must be less than half the tile (16), got 8"),
+        (["--tile", "16", "--tile-overlap", "8", "--tile-stats", "local"],
+         "--tile-overlap: must be less than half the tile (16), got 8"),  # (global tiles need no overlap)
+        (["--backend", "onnxruntime", "--precision", "bf16"], "--precision: the onnxruntime backend runs fp32 only"),
         (["--tile", "2"], "--tile: must be an integer >= 4 (or no --tile: no tiling), got 2"),
         (["--acs-padding", "6"], "--acs-padding: must be a positive multiple of 4"),
     ]:
@@ -509,3 +511,48 @@ def test_tile_overlap_default_is_32(tmp_path: Path, one_thread) -> None:
     args = ["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q", "--tile", "72", "--tile-stats", "local"]
     assert infer_main(args) == 0
     assert np.abs(read_pixels(tmp_path / "o" / "big.png") - expected[32]).max() <= 1
+
+
+def test_sigterm_while_writing_leaves_no_temporary(x2: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """kill / timeout / docker stop unwind like Ctrl-C: the PNG being encoded into its temporary is
+    removed, the summary says what is on disk; a temporary a SIGKILLed run left is not an input."""
+    import signal
+
+    from imdn_plugin.data import imageio
+
+    d, out = tmp_path / "d", tmp_path / "out"
+    write_images(d, ["a.png", "b.png"])
+    (d / ".c.png.x1y2z3.tmp.png").write_bytes(b"\x89PNG truncated")  # what a SIGKILL leaves behind
+    real = imageio.cv2.imwrite
+
+    def killed_while_writing(path, img, params):
+        if Path(path).name.startswith(".b.png."):
+            Path(path).write_bytes(b"\x89PNG half")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(path, img, params)
+
+    monkeypatch.setattr(imageio.cv2, "imwrite", killed_while_writing)
+    before = signal.getsignal(signal.SIGTERM)
+    rc, err = run_cli(["-i", str(d), "-o", str(out), "--weights", str(x2), "-q"], monkeypatch, capsys)
+    assert rc == 130 and "(interrupted)" in err
+    assert summary_counts(err)["written"] == 1 and summary_counts(err).get("failed", 0) == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no .b.png.*.tmp.png, no c.png
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone again
+
+
+def test_mode_whole_is_what_imdn_as_tiles_reproduce(tmp_path: Path, monkeypatch, capsys) -> None:
+    """IMDN_AS untiled defaults to ACS (patches with their own statistics, paper §3.3); tiles give
+    the whole-image result, which --mode whole asks for directly."""
+    torch.manual_seed(4)
+    weights = tmp_path / "as.pth"
+    torch.save({"params": IMDN_AS(num_feat=16, num_block=1).state_dict()}, weights)
+    d = tmp_path / "d"
+    write_images(d, ["a.png"], size=(30, 21))
+    got = {}
+    for name, extra in (("whole", ["--mode", "whole"]), ("tiled", ["--tile", "16"])):
+        rc, _ = run_cli(["-i", str(d), "-o", str(tmp_path / name), "--weights", str(weights), "-q", *extra],
+                        monkeypatch, capsys)  # fmt: skip
+        assert rc == 0
+        got[name] = cv2.imread(str(tmp_path / name / "a.png")).astype(int)
+    assert got["whole"].shape == (30, 21, 3)
+    assert np.abs(got["whole"] - got["tiled"]).max() <= 1
