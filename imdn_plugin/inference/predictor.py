@@ -191,7 +191,7 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
 
     The network is used in eval mode under ``torch.inference_mode``; its
     parameters are read when the predictor is built (rebuild it after training
-    steps).
+    steps).  ``predict.path`` names what runs (e.g. ``"fused-cpu (fp32)"``).
     """
     options = options or InferenceOptions()
     scale, multiple = network_geometry(network)
@@ -248,4 +248,6 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
         tiling.write_region(tiling.output_tensor(out, tuple(y.shape), y), y)
         return out
 
+    # What runs, for logs: e.g. "fused-cpu (fp32)", "openvino-fp32 (fp32)".
+    predict.path = f"{forward.path} ({forward.precision})"  # type: ignore[attr-defined]
     return predict

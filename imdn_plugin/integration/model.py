@@ -70,6 +70,10 @@ class IMDNModel(SRModel):
         was_training = net.training
         if self._predictor is None:
             self._predictor = build_predictor(net, self.inference_opt)
+            said = f"inference path: {getattr(self._predictor, 'path', '?')}"
+            if said != getattr(self, "_said_path", None):  # once per run, in BasicSR's log
+                get_root_logger().info(said)
+                self._said_path = said
         try:
             self.output = self._predictor(self.lq)
         finally:

@@ -119,6 +119,8 @@ def test_runs_on_tiny_data(path: Path, tiny_sr_data: Path, basicsr_in_process, t
         pngs = sorted((folder / "visualization" / ds["name"]).glob("*.png"))
         size = (30, 26) if "RealSR" in ds["dataroot_gt"] else (36, 36)  # the GT size
         assert len(pngs) == 2 and all(cv2.imread(str(p)).shape == (*size, 3) for p in pngs), pngs
+        # what ran is in the log, once: the shipped files are exact fp32 on the fused CPU plan here
+        assert log.count("inference path: fused-cpu (fp32)") == 1, log[-2000:]
     # The file's own metrics, on the (final) validation
     for metric in opt["val"]["metrics"]:
         assert re.search(rf"# {metric}: [\d.]+", log), log[-2000:]
