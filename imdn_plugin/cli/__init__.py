@@ -9,10 +9,11 @@ images with a checkpoint (see ``basicsr infer --help``); ``basicsr export`` writ
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from importlib.metadata import entry_points
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from ..errors import PluginError
 from .allocator import keep_freed_memory
@@ -59,6 +60,13 @@ def _run_pipeline(command: str, args: Sequence[str]) -> None:
         import basicsr.test
 
         basicsr.test.test_pipeline(root)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``basicsr: error:`` line (not the usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"basicsr: error: {message} (see {self.prog} --help)\n")
 
 
 def _one_line(exc: BaseException) -> str:

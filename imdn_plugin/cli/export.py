@@ -1,17 +1,17 @@
 """``basicsr export``: a checkpoint to ONNX (see :mod:`imdn_plugin.export`)."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Optional, Sequence
 
 from ..checkpoint import load_network
 from ..export import DEFAULT_OPSET, EXPORTERS, OPSET_RANGE, PRECISIONS, export_onnx
+from . import OneLineParser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="basicsr export", description="Export an IMDN / IMDN_AS checkpoint to ONNX (dynamic batch, height and width).")
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="basicsr export", description="Export an IMDN / IMDN_AS checkpoint to ONNX (dynamic batch, height and width).")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp16: float16 weights, input and output")

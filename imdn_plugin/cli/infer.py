@@ -39,6 +39,7 @@ from ..errors import ConfigError, PluginError
 from ..inference.predictor import InferenceOptions
 from ..inference.runtimes import BACKENDS
 from ..upscaler import Upscaler
+from . import OneLineParser
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ end, the others are written), 2 refused before any work.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="basicsr infer", description=__doc__.split("\n\n")[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

@@ -224,9 +224,17 @@ def test_rerun_refused_then_skip_existing_then_overwrite(x2: Path, tmp_path: Pat
 
 
 def test_overwrite_and_skip_existing_exclude_each_other(tmp_path: Path, monkeypatch, capsys) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         run_cli(["-i", "x", "-o", "y", "--weights", MISSING, "--overwrite", "--skip-existing"], monkeypatch, capsys)
-    assert "not allowed with argument" in capsys.readouterr().err
+    assert info.value.code == 2 and "not allowed with argument" in error_line(capsys.readouterr().err)
+
+
+def test_a_bad_flag_value_is_one_line(monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_cli(["-i", "x", "-o", "y", "--weights", MISSING, "--backend", "nonsense"], monkeypatch, capsys)
+    line = error_line(capsys.readouterr().err)  # not argparse's usage block
+    assert info.value.code == 2 and "argument --backend: invalid choice: 'nonsense'" in line
+    assert line.endswith("(see basicsr infer --help)")
 
 
 def test_output_must_be_a_writable_folder(tmp_path: Path, monkeypatch, capsys) -> None:
