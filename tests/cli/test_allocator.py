@@ -58,7 +58,10 @@ def test_forward_reuses_freed_memory_without_page_faults() -> None:
 def test_opt_out_leaves_glibc_defaults() -> None:
     applied, faults = _probe(IMDN_MALLOC="default")
     assert not applied
-    assert faults > 2000  # glibc's defaults give freed maps back and fault them in again
+    # glibc's defaults give freed maps back and fault them in again: 1.7k-3k faults per forward seen
+    # (its dynamic thresholds make the count vary with the heap's history), against 0 with the
+    # plugin's setting (bounded under 500 by the test above).
+    assert faults >= 500, f"{faults} page faults per forward"
 
 
 @pytest.mark.parametrize(
