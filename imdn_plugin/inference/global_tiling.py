@@ -100,6 +100,19 @@ def _bands(size: int, step: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, size)) for a in range(0, size, step)]
 
 
+def _widen(span: tuple[int, int], context: int, size: int) -> tuple[int, int]:
+    """``span`` widened by ``context`` on both sides, clipped to ``[0, size)``."""
+    return max(span[0] - context, 0), min(span[1] + context, size)
+
+
+def _read_around(
+    src: FeatureStore, r: tuple[int, int], c: tuple[int, int], context: int, device: torch.device
+) -> tuple[Tensor, slice, slice]:
+    """``src`` over tile ``r×c`` widened by ``context`` (clipped to the map), and the tile's place in it."""
+    (r0, r1), (c0, c1) = _widen(r, context, src.shape[1]), _widen(c, context, src.shape[2])
+    return src.read(r0, r1, c0, c1, device), slice(r[0] - r0, r[1] - r0), slice(c[0] - c0, c[1] - c0)
+
+
 def global_tiled_forward(
     network: IMDNBase,
     x: Tensor,
@@ -157,18 +170,10 @@ def global_tiled_forward(
         for i in range(n):
             image = replicate_pad(x[i : i + 1], hp - h, wp - w)
 
-            def local(src: FeatureStore, r: tuple[int, int], c: tuple[int, int], context: int) -> tuple[Tensor, slice, slice]:
-                """``src`` over tile ``r×c`` widened by ``context`` (clipped to the map), and the tile's place in it."""
-                r0, r1 = max(r[0] - context, 0), min(r[1] + context, fh)
-                c0, c1 = max(c[0] - context, 0), min(c[1] + context, fw)
-                t = src.read(r0, r1, c0, c1, x.device)
-                return t, slice(r[0] - r0, r[1] - r0), slice(c[0] - c0, c[1] - c0)
-
             # 1. shallow features
             fea_store: Optional[FeatureStore] = None
             for r, c in tiles:
-                r0, r1 = max(r[0] - HEAD_CONTEXT, 0), min(r[1] + HEAD_CONTEXT, fh)
-                c0, c1 = max(c[0] - HEAD_CONTEXT, 0), min(c[1] + HEAD_CONTEXT, fw)
+                (r0, r1), (c0, c1) = _widen(r, HEAD_CONTEXT, fh), _widen(c, HEAD_CONTEXT, fw)
                 f = stages.fea_conv(image[:, :, stride * r0 : stride * r1, stride * c0 : stride * c1])
                 if fea_store is None:
                     fea_store = store.new(num_feat, fh, fw, f.dtype)
@@ -181,7 +186,7 @@ def global_tiled_forward(
             for j in blocks:
                 s1 = s2 = None
                 for r, c in tiles:
-                    t, rs, cs = local(src, r, c, BLOCK_CONTEXT)
+                    t, rs, cs = _read_around(src, r, c, BLOCK_CONTEXT, x.device)
                     d = stages.distill(j, t)[:, :, rs, cs]
                     del t
                     if dist_store is None:
@@ -213,8 +218,8 @@ def global_tiled_forward(
             assert acc_store is not None
             # 3. information collection's activation, LR conv + global residual, upsampler
             for r, c in tiles:
-                a, rs, cs = local(acc_store, r, c, TAIL_CONTEXT)
-                f, _, _ = local(fea_store, r, c, TAIL_CONTEXT)
+                a, rs, cs = _read_around(acc_store, r, c, TAIL_CONTEXT, x.device)
+                f, _, _ = _read_around(fea_store, r, c, TAIL_CONTEXT, x.device)
                 y = stages.finish(f, a)
                 del a, f
                 y = y[:, :, up * rs.start : up * rs.stop, up * cs.start : up * cs.stop]

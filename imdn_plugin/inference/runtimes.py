@@ -59,9 +59,8 @@ def require(backend: str) -> Any:
         importlib.import_module("onnx")  # the exporter's serialiser
         return importlib.import_module(package)
     except ImportError as exc:
-        packages = "onnx onnxruntime" if backend == "onnxruntime" else "onnx openvino"
         raise ConfigError(
-            f"backend {backend}: the {exc.name or package} package is not installed: pip install {packages} "
+            f"backend {backend}: the {exc.name or package} package is not installed: pip install onnx {package} "
             f"(the plugin's [{extra}] extra)"
         ) from None
 
@@ -159,8 +158,8 @@ class RuntimeForward:
             raise ConfigError(f"backend {backend}: runs IMDN / IMDN_AS networks, got {type(network).__name__}")
         first = self.module.fea_conv
         self.in_ch = (first[0] if isinstance(first, nn.Sequential) else first).in_channels
-        multiple = int(getattr(self.module, "size_multiple", 1))
-        self._whole = self._compile(self.module, [torch.rand(1, self.in_ch, 4 * multiple, 4 * multiple)])
+        self.multiple = self.module.size_multiple
+        self._whole = self._compile(self.module, [torch.rand(1, self.in_ch, 4 * self.multiple, 4 * self.multiple)])
         self.precision = self._whole.precision
         self._stages: Optional[RuntimeStages] = None
         how = "" if precision in ("fp32", self.precision) else f" ({precision} requested)"
@@ -177,7 +176,7 @@ class RuntimeForward:
     def _stage_graph(self, stage: _Stage, inputs: int) -> _Graph:
         nf = self.module.LR_conv.out_channels
         if stage.kind == "fea_conv":
-            side = 8 * self.module.size_multiple
+            side = 8 * self.multiple
             examples = [torch.rand(1, self.in_ch, side, side)]
         else:  # distill(h) or finish(fea, acc): trunk maps
             examples = [torch.rand(1, nf, 8, 8) for _ in range(inputs)]
@@ -209,7 +208,7 @@ class RuntimeForward:
     def __call__(self, x: Tensor) -> Tensor:
         """Run the network on the NCHW batch ``x``; returns contiguous NCHW float32 on the CPU."""
         x = self.prepare(x)
-        multiple = int(getattr(self.module, "size_multiple", 1))
+        multiple = self.multiple
         if x.dim() != 4 or x.shape[-2] % multiple or x.shape[-1] % multiple:
             raise ValueError(
                 f"{type(self.module).__name__}: input size {tuple(x.shape)} is not an NCHW batch with sides divisible "
