@@ -552,15 +552,22 @@ def test_mode_whole_is_what_imdn_as_tiles_reproduce(tmp_path: Path, monkeypatch,
     """IMDN_AS untiled defaults to ACS (patches with their own statistics, paper §3.3); tiles give
     the whole-image result, which --mode whole asks for directly."""
     torch.manual_seed(4)
+    net = IMDN_AS(num_feat=16, num_block=1)
+    with torch.no_grad():  # make the CCA gates depend strongly on the statistics (ACS patches differ)
+        squeeze, excite = net.IMDB1.cca.conv_du[0], net.IMDB1.cca.conv_du[2]
+        squeeze.weight.abs_().mul_(20)
+        squeeze.bias.zero_()
+        excite.weight.mul_(20)
     weights = tmp_path / "as.pth"
-    torch.save({"params": IMDN_AS(num_feat=16, num_block=1).state_dict()}, weights)
+    torch.save({"params": net.state_dict()}, weights)
     d = tmp_path / "d"
-    write_images(d, ["a.png"], size=(30, 21))
+    write_images(d, ["a.png"], size=(90, 77))  # ACS patches (76x64 + padding) smaller than the image
     got = {}
-    for name, extra in (("whole", ["--mode", "whole"]), ("tiled", ["--tile", "16"])):
+    for name, extra in (("whole", ["--mode", "whole"]), ("tiled", ["--tile", "32"]), ("acs", [])):
         rc, _ = run_cli(["-i", str(d), "-o", str(tmp_path / name), "--weights", str(weights), "-q", *extra],
                         monkeypatch, capsys)  # fmt: skip
         assert rc == 0
         got[name] = cv2.imread(str(tmp_path / name / "a.png")).astype(int)
-    assert got["whole"].shape == (30, 21, 3)
+    assert got["whole"].shape == got["acs"].shape == (90, 77, 3)
     assert np.abs(got["whole"] - got["tiled"]).max() <= 1
+    assert np.abs(got["whole"] - got["acs"]).max() > 1  # the default really is another result
