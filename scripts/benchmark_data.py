@@ -5,7 +5,7 @@ Both sides go through BasicSR's ``PairedImageDataset`` (train phase: random
 ``--gt-size`` crop, flips, rotations) and a torch ``DataLoader`` with
 ``--batch-size`` and 0 / 2 worker processes, exactly as training reads them.
 The PNG folders are the LMDB values written out byte for byte
-(:func:`imdn_plugin.dataprep.export_lmdb_to_folder`), so both backends decode
+(:func:`imdn_plugin.data.lmdb.export_lmdb_to_folder`), so both backends decode
 identical files.  Page cache is warm for both (one untimed warm-up pass).
 
 Data: ``--data`` (default ``datasets/demo``, from ``scripts/make_demo_data.py``)
@@ -30,7 +30,7 @@ def _synthetic(root: Path, n_images: int = 6) -> Path:
     import cv2
     import numpy as np
 
-    from imdn_plugin.dataprep import prepare_div2k
+    from imdn_plugin.data.div2k import prepare_div2k
 
     hr_dir = root / "DIV2K_train_HR"
     hr_dir.mkdir(parents=True)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         import imdn_plugin  # noqa: F401
     import torch
 
-    from imdn_plugin.dataprep import export_lmdb_to_folder, read_meta_info
+    from imdn_plugin.data.lmdb import export_lmdb_to_folder, read_meta_info
 
     with tempfile.TemporaryDirectory(prefix="imdn_bench_") as tmp:
         tmp = Path(tmp)

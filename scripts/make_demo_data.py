@@ -54,7 +54,8 @@ def build_folders(out: Path, log: logging.Logger) -> list[str]:
     import cv2
     import numpy as np
 
-    from imdn_plugin.dataprep import bicubic_downscale, default_mod, mod_crop
+    from imdn_plugin.data.div2k import default_mod
+    from imdn_plugin.data.resize import bicubic_downscale, mod_crop
 
     lines = []
     groups = (("train", TRAIN_IMAGES, 1, default_mod([SCALE])), ("valid", VALID_IMAGES, 801, SCALE))
@@ -80,7 +81,7 @@ def bicubic_baseline(out: Path) -> tuple[list[tuple[str, float, float]], float, 
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils.matlab_functions import imresize
 
-    from imdn_plugin.dataprep import read_image
+    from imdn_plugin.data.imageio import read_image
 
     rows = []
     for hr_path in sorted((out / "DIV2K_valid_HR").glob("*.png")):
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         import imdn_plugin  # noqa: F401
-    from imdn_plugin.dataprep import prepare_div2k
+    from imdn_plugin.data.div2k import prepare_div2k
 
     out = Path(args.out)
     try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cut DIV2K (or any folder in its layout) into sub-images and store them as BasicSR LMDBs.
 
-Thin command-line front end of :mod:`imdn_plugin.dataprep`; see ``--help``.
+Thin command-line front end of :mod:`imdn_plugin.data.div2k`; see ``--help``.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # running from a checkout without installing it
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         import imdn_plugin  # noqa: F401
-    from imdn_plugin.dataprep import prepare_div2k
+    from imdn_plugin.data.div2k import prepare_div2k
 
     try:
         out = prepare_div2k(

@@ -6,14 +6,5 @@
 * :mod:`.div2k` — DIV2K-style folders to sub-image LMDBs.
 
 The BasicSR dataset :class:`AnyScalePairedDataset` lives in
-:mod:`imdn_plugin.integration.datasets` (it is still importable from here).
+:mod:`imdn_plugin.integration.datasets`.
 """
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name == "AnyScalePairedDataset":  # the old import path; needs BasicSR
-        from ..integration.datasets import AnyScalePairedDataset
-
-        return AnyScalePairedDataset
-    raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""Tests of the DIV2K -> sub-image LMDB preparation (imdn_plugin.dataprep, scripts/prepare_div2k.py)."""
+"""Tests of the DIV2K -> sub-image LMDB preparation (imdn_plugin.data.div2k, scripts/prepare_div2k.py)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import imdn_plugin  # noqa: F401  (basicsr import shim)
-from imdn_plugin import dataprep as dp
+from imdn_plugin.data import div2k, imageio, lmdb as lmdb_io, resize
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "scripts" / "prepare_div2k.py"
@@ -38,7 +38,7 @@ def _make_div2k(root: Path, sizes: list[tuple[int, int]], lr_scales: tuple[int, 
         for s in lr_scales:
             lr_dir = root / "DIV2K_train_LR_bicubic" / f"X{s}"
             lr_dir.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(lr_dir / f"{i:04d}x{s}.png"), dp.bicubic_downscale(img, s))
+            cv2.imwrite(str(lr_dir / f"{i:04d}x{s}.png"), resize.bicubic_downscale(img, s))
     return root
 
 
@@ -64,7 +64,7 @@ def _tensor_to_bgr_uint8(t) -> np.ndarray:
 
 
 def _lmdb_keys(path: Path) -> list[str]:
-    return list(dp.read_meta_info(path))
+    return list(lmdb_io.read_meta_info(path))
 
 
 # ----------------------------------------------------------------------------- reading images
@@ -81,7 +81,7 @@ def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
     for name in ("missing.png", "trunc.png", "text.png", "tj.jpg"):
         path = tmp_path / name
         with pytest.raises(ValueError, match=r"^cannot read image: ") as err:
-            dp.read_image(path)
+            imageio.read_image(path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
@@ -90,26 +90,26 @@ def test_read_image_conversions(tmp_path: Path, caplog: pytest.LogCaptureFixture
 
     gray = _image(10, 12, 2, channels=1)[:, :, 0]
     cv2.imwrite(str(tmp_path / "g.png"), gray)
-    out = dp.read_image(tmp_path / "g.png")
+    out = imageio.read_image(tmp_path / "g.png")
     assert out.shape == (10, 12, 3) and out.dtype == np.uint8
     assert all(np.array_equal(out[:, :, c], gray) for c in range(3))
 
     v16 = np.array([[0, 128, 256, 385], [65535, 1000, 32896, 65534]], np.uint16)
     cv2.imwrite(str(tmp_path / "d.png"), v16)
-    out = dp.read_image(tmp_path / "d.png")
+    out = imageio.read_image(tmp_path / "d.png")
     assert np.array_equal(out[:, :, 0], np.round(v16 / 257.0).astype(np.uint8))
     assert out[1, 0, 0] == 255 and out[0, 1, 0] == 0 and out[0, 3, 0] == 1  # 385/257 = 1.498 -> 1
 
     bgra = _image(8, 8, 3, channels=4)
     cv2.imwrite(str(tmp_path / "a.png"), bgra)
     with caplog.at_level("INFO", logger="imdn_plugin.data"):
-        out = dp.read_image(tmp_path / "a.png")
+        out = imageio.read_image(tmp_path / "a.png")
     assert np.array_equal(out, bgra[:, :, :3]) and "alpha" in caplog.text
 
     rgb = _image(8, 8, 4)
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
     expect = cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_COLOR)  # what OpenCV makes of a palette PNG
-    assert np.array_equal(dp.read_image(tmp_path / "p.png"), expect)
+    assert np.array_equal(imageio.read_image(tmp_path / "p.png"), expect)
 
 
 # ----------------------------------------------------------------------------- geometry + bicubic
@@ -117,12 +117,12 @@ def test_read_image_conversions(tmp_path: Path, caplog: pytest.LogCaptureFixture
 
 def test_subimage_positions_follow_basicsr_convention() -> None:
     # 60 rows, crop 24, step 16: 0, 16, 32 fit; 60 - 56 = 4 rows left -> edge crop at 36.
-    assert [t for t, _ in dp.subimage_positions(60, 24, CROP, STEP, thresh_size=0)] == [0, 16, 32, 36]
-    assert [t for t, _ in dp.subimage_positions(60, 24, CROP, STEP, thresh_size=3)] == [0, 16, 32, 36]
-    assert [t for t, _ in dp.subimage_positions(60, 24, CROP, STEP, thresh_size=4)] == [0, 16, 32]
-    assert dp.subimage_positions(72, 48, CROP, STEP) == [(t, l) for t in (0, 16, 32, 48) for l in (0, 16, 24)]
-    assert dp.subimage_positions(20, 100, CROP, STEP) == []  # smaller than one crop
-    assert dp.subimage_key("0001", 7) == "0001_s007" and dp.subimage_key("0001", 1234) == "0001_s1234"
+    assert [t for t, _ in div2k.subimage_positions(60, 24, CROP, STEP, thresh_size=0)] == [0, 16, 32, 36]
+    assert [t for t, _ in div2k.subimage_positions(60, 24, CROP, STEP, thresh_size=3)] == [0, 16, 32, 36]
+    assert [t for t, _ in div2k.subimage_positions(60, 24, CROP, STEP, thresh_size=4)] == [0, 16, 32]
+    assert div2k.subimage_positions(72, 48, CROP, STEP) == [(t, l) for t in (0, 16, 32, 48) for l in (0, 16, 24)]
+    assert div2k.subimage_positions(20, 100, CROP, STEP) == []  # smaller than one crop
+    assert div2k.subimage_key("0001", 7) == "0001_s007" and div2k.subimage_key("0001", 1234) == "0001_s1234"
 
 
 def test_bicubic_lr_is_rounded_matlab_imresize_of_modcropped_hr(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_bicubic_lr_is_rounded_matlab_imresize_of_modcropped_hr(tmp_path: Path) 
 
     hr = _image(50, 37, 5)
     for s in (2, 3, 4):
-        lr = dp.bicubic_downscale(hr, s)
+        lr = resize.bicubic_downscale(hr, s)
         crop = hr[: 50 - 50 % s, : 37 - 37 % s]
         expect = np.clip(np.round(imresize(crop.astype(np.float32), 1 / s)), 0, 255).astype(np.uint8)
         assert lr.dtype == np.uint8 and lr.shape == (50 // s, 37 // s, 3)
@@ -141,12 +141,12 @@ def test_bicubic_lr_is_rounded_matlab_imresize_of_modcropped_hr(tmp_path: Path) 
 
     # And it is exactly what lands in the LR LMDB (no official LR present: bicubic path).
     root = _make_div2k(tmp_path / "D", [(48, 72)])
-    out = dp.prepare_div2k(root, scales=[3], crop_size=CROP, step=12, progress=False)
-    hr_full = dp.mod_crop(dp.read_image(root / "DIV2K_train_HR" / "0001.png"), dp.default_mod([3]))
-    lr_full = dp.bicubic_downscale(hr_full, 3)
-    positions = dp.subimage_positions(*hr_full.shape[:2], CROP, 12)
+    out = div2k.prepare_div2k(root, scales=[3], crop_size=CROP, step=12, progress=False)
+    hr_full = resize.mod_crop(imageio.read_image(root / "DIV2K_train_HR" / "0001.png"), div2k.default_mod([3]))
+    lr_full = resize.bicubic_downscale(hr_full, 3)
+    positions = div2k.subimage_positions(*hr_full.shape[:2], CROP, 12)
     for i, (t, l) in enumerate(positions, start=1):
-        got = dp.read_lmdb_image(out["X3"], dp.subimage_key("0001", i))
+        got = lmdb_io.read_lmdb_image(out["X3"], div2k.subimage_key("0001", i))
         assert np.array_equal(got, lr_full[t // 3 : (t + CROP) // 3, l // 3 : (l + CROP) // 3])
 
 
@@ -155,30 +155,30 @@ def test_bicubic_lr_is_rounded_matlab_imresize_of_modcropped_hr(tmp_path: Path) 
 
 def test_lmdb_round_trip_through_paired_image_dataset(tmp_path: Path) -> None:
     root = _make_div2k(tmp_path / "D", [(72, 48), (60, 84)])
-    out = dp.prepare_div2k(root, tmp_path / "out", scales=[2, 4], crop_size=CROP, step=STEP, progress=False)
+    out = div2k.prepare_div2k(root, tmp_path / "out", scales=[2, 4], crop_size=CROP, step=STEP, progress=False)
     assert set(out) == {"hr", "X2", "X4"}
     assert out["hr"].name == "DIV2K_train_HR_sub.lmdb" and out["X4"].name == "DIV2K_train_LR_bicubic_X4_sub.lmdb"
     for path in out.values():
         assert sorted(p.name for p in path.iterdir()) == [
-            "data.mdb", "imdn_manifest.json", dp.PREP_INFO_NAME, "lock.mdb", "meta_info.txt"]
+            "data.mdb", "imdn_manifest.json", div2k.PREP_INFO_NAME, "lock.mdb", "meta_info.txt"]
         first = (path / "meta_info.txt").read_text().splitlines()[0]
         size = CROP // (1 if path == out["hr"] else int(path.name.split("_X")[1].split("_")[0]))
         assert first == f"0001_s001.png ({size},{size},3) 1"
 
-    mod = dp.default_mod([2, 4])
+    mod = div2k.default_mod([2, 4])
     expected_hr: dict[str, np.ndarray] = {}
     expected_lr: dict[int, dict[str, np.ndarray]] = {2: {}, 4: {}}
     for stem in ("0001", "0002"):
-        hr = dp.mod_crop(dp.read_image(root / "DIV2K_train_HR" / f"{stem}.png"), mod)
-        for sub in dp.extract_subimages(hr, stem, CROP, STEP):
+        hr = resize.mod_crop(imageio.read_image(root / "DIV2K_train_HR" / f"{stem}.png"), mod)
+        for sub in div2k.extract_subimages(hr, stem, CROP, STEP):
             expected_hr[sub.key] = sub.img
             for s in (2, 4):
-                lr = dp.bicubic_downscale(hr, s)
+                lr = resize.bicubic_downscale(hr, s)
                 expected_lr[s][sub.key] = lr[sub.top // s : (sub.top + CROP) // s, sub.left // s : (sub.left + CROP) // s]
 
     # The stored bytes decode to the very same arrays.
     for key, img in expected_hr.items():
-        assert np.array_equal(dp.read_lmdb_image(out["hr"], key), img)
+        assert np.array_equal(lmdb_io.read_lmdb_image(out["hr"], key), img)
     for s in (2, 4):
         ds = _paired_dataset(out["hr"], out[f"X{s}"], s)
         assert len(ds) == len(expected_hr) == 4 * 3 + 4 * 5
@@ -193,15 +193,15 @@ def test_lmdb_round_trip_through_paired_image_dataset(tmp_path: Path) -> None:
 
 def test_keys_and_positions_correspond(tmp_path: Path) -> None:
     root = _make_div2k(tmp_path / "D", [(60, 48)], lr_scales=(4,))
-    out = dp.prepare_div2k(root, scales=[4], crop_size=CROP, step=STEP, progress=False)
-    hr = dp.read_image(root / "DIV2K_train_HR" / "0001.png")  # 60x48: already a multiple of 12
-    lr = dp.read_image(root / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png")
+    out = div2k.prepare_div2k(root, scales=[4], crop_size=CROP, step=STEP, progress=False)
+    hr = imageio.read_image(root / "DIV2K_train_HR" / "0001.png")  # 60x48: already a multiple of 12
+    lr = imageio.read_image(root / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png")
     positions = [(t, l) for t in (0, 16, 32, 36) for l in (0, 16, 24)]
     assert _lmdb_keys(out["hr"]) == _lmdb_keys(out["X4"]) == [f"0001_s{i:03d}" for i in range(1, 13)]
     for i, (t, l) in enumerate(positions, start=1):
         key = f"0001_s{i:03d}"
-        hr_crop = dp.read_lmdb_image(out["hr"], key)
-        lr_crop = dp.read_lmdb_image(out["X4"], key)
+        hr_crop = lmdb_io.read_lmdb_image(out["hr"], key)
+        lr_crop = lmdb_io.read_lmdb_image(out["X4"], key)
         assert np.array_equal(hr_crop, hr[t : t + CROP, l : l + CROP])
         assert np.array_equal(lr_crop, lr[t // 4 : t // 4 + CROP // 4, l // 4 : l // 4 + CROP // 4])
 
@@ -214,7 +214,7 @@ def test_mismatched_official_lr_is_refused(tmp_path: Path) -> None:
     bad = root / "DIV2K_train_LR_bicubic" / "X2" / "0002x2.png"
     cv2.imwrite(str(bad), _image(24, 35, 9))  # should be 24x36
     with pytest.raises(ValueError) as err:
-        dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+        div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     msg = str(err.value)
     assert "0002x2.png" in msg and "24x35" in msg and "48x72" in msg and "0002.png" in msg
     assert not (root / "DIV2K_train_HR_sub.lmdb").exists()
@@ -222,32 +222,32 @@ def test_mismatched_official_lr_is_refused(tmp_path: Path) -> None:
 
     bad.unlink()
     with pytest.raises(ValueError, match=r"HR image 0002 has no LR counterpart .*0002x2\.png"):
-        dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+        div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     cv2.imwrite(str(root / "DIV2K_train_LR_bicubic" / "X2" / "0007x2.png"), _image(24, 24, 7))
     with pytest.raises(ValueError, match=r"LR image .*0007x2\.png has no HR counterpart"):
-        dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+        div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
 
 
 def test_validate_pairs_names_key_and_sizes(tmp_path: Path) -> None:
     hr = {"0001_s001": (24, 24, 3), "0001_s002": (24, 24, 3)}
-    dp.validate_pairs(hr, {"0001_s001": (12, 12, 3), "0001_s002": (12, 12, 3)}, 2)
+    lmdb_io.validate_pairs(hr, {"0001_s001": (12, 12, 3), "0001_s002": (12, 12, 3)}, 2)
     with pytest.raises(ValueError, match=r"0001_s002: HR size 24x24 .* is not 2 x LR size 12x11"):
-        dp.validate_pairs(hr, {"0001_s001": (12, 12, 3), "0001_s002": (12, 11, 3)}, 2)
+        lmdb_io.validate_pairs(hr, {"0001_s001": (12, 12, 3), "0001_s002": (12, 11, 3)}, 2)
     with pytest.raises(ValueError, match=r"HR key 0001_s002 .* has no LR counterpart"):
-        dp.validate_pairs(hr, {"0001_s001": (12, 12, 3)}, 2)
+        lmdb_io.validate_pairs(hr, {"0001_s001": (12, 12, 3)}, 2)
     with pytest.raises(ValueError, match=r"LR key 0009_s001 .* has no HR counterpart"):
-        dp.validate_pairs(hr, {**{k: (12, 12, 3) for k in hr}, "0009_s001": (12, 12, 3)}, 2)
+        lmdb_io.validate_pairs(hr, {**{k: (12, 12, 3) for k in hr}, "0009_s001": (12, 12, 3)}, 2)
 
     # Same on real LMDBs (meta_info.txt of both).
-    with dp.LmdbWriter(tmp_path / "hr.lmdb") as w:
+    with lmdb_io.LmdbWriter(tmp_path / "hr.lmdb") as w:
         w.put("a_s001", _image(24, 24, 1))
         w.put("a_s002", _image(24, 24, 2))
         w.commit()
-    with dp.LmdbWriter(tmp_path / "lr.lmdb") as w:
+    with lmdb_io.LmdbWriter(tmp_path / "lr.lmdb") as w:
         w.put("a_s001", _image(12, 12, 1))
         w.commit()
     with pytest.raises(ValueError, match=r"HR key a_s002 in .*hr\.lmdb has no LR counterpart in .*lr\.lmdb"):
-        dp.validate_lmdb_pair(tmp_path / "hr.lmdb", tmp_path / "lr.lmdb", 2)
+        lmdb_io.validate_lmdb_pair(tmp_path / "hr.lmdb", tmp_path / "lr.lmdb", 2)
 
 
 # ----------------------------------------------------------------------------- interruption
@@ -256,7 +256,7 @@ def test_validate_pairs_names_key_and_sizes(tmp_path: Path) -> None:
 def test_interrupted_write_leaves_nothing_finished_and_rerun_completes(tmp_path, monkeypatch) -> None:
     root = _make_div2k(tmp_path / "D", [(48, 48), (48, 72), (72, 48)], lr_scales=(2,))
     calls = {"n": 0}
-    real_put = dp.LmdbWriter.put_encoded
+    real_put = lmdb_io.LmdbWriter.put_encoded
 
     def failing_put(self, key, data, shape):
         calls["n"] += 1
@@ -264,14 +264,14 @@ def test_interrupted_write_leaves_nothing_finished_and_rerun_completes(tmp_path,
             raise RuntimeError("simulated crash while writing")
         return real_put(self, key, data, shape)
 
-    monkeypatch.setattr(dp.LmdbWriter, "put_encoded", failing_put)
+    monkeypatch.setattr(lmdb_io.LmdbWriter, "put_encoded", failing_put)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+        div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     monkeypatch.undo()
     assert calls["n"] == 20
     assert sorted(p.name for p in root.iterdir()) == ["DIV2K_train_HR", "DIV2K_train_LR_bicubic"]
 
-    out = dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+    out = div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     assert len(_paired_dataset(out["hr"], out["X2"], 2)) == 9 + 12 + 12
 
 
@@ -281,16 +281,16 @@ def test_killed_writer_leaves_only_a_temporary_that_a_rerun_removes(tmp_path: Pa
     code = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
-        from imdn_plugin import dataprep as dp
-        real = dp.LmdbWriter.put_encoded
+        from imdn_plugin.data import div2k, imageio, lmdb as lmdb_io, resize
+        real = lmdb_io.LmdbWriter.put_encoded
         n = [0]
         def put(self, *a):
             n[0] += 1
             if n[0] == 10:
                 os._exit(3)
             real(self, *a)
-        dp.LmdbWriter.put_encoded = put
-        dp.prepare_div2k({str(root)!r}, scales=[2], crop_size={CROP}, step={STEP}, progress=False)
+        lmdb_io.LmdbWriter.put_encoded = put
+        div2k.prepare_div2k({str(root)!r}, scales=[2], crop_size={CROP}, step={STEP}, progress=False)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
@@ -298,25 +298,25 @@ def test_killed_writer_leaves_only_a_temporary_that_a_rerun_removes(tmp_path: Pa
     assert leftovers and all(".lmdb.tmp-" in name for name in leftovers), leftovers
     assert not (root / "DIV2K_train_HR_sub.lmdb").exists()
 
-    out = dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+    out = div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     assert sorted(p.name for p in root.glob("*.lmdb*")) == [out["hr"].name, out["X2"].name]
     assert len(_paired_dataset(out["hr"], out["X2"], 2)) == 9 + 12
 
 
 def test_rerun_skips_complete_targets_and_refuses_foreign_ones(tmp_path: Path) -> None:
     root = _make_div2k(tmp_path / "D", [(48, 48)], lr_scales=(2,))
-    out = dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+    out = div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     stamp = (out["hr"] / "data.mdb").stat().st_mtime_ns
-    dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+    div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
     assert (out["hr"] / "data.mdb").stat().st_mtime_ns == stamp  # skipped
     with pytest.raises(ValueError, match=r"other settings .*--overwrite"):
-        dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=12, progress=False)
-    dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=12, progress=False, overwrite=True)
+        div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=12, progress=False)
+    div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=12, progress=False, overwrite=True)
     assert len(_lmdb_keys(out["hr"])) == 9
 
     (out["X2"] / "meta_info.txt").unlink()  # e.g. another tool stopped half-way
     with pytest.raises(ValueError, match=r"not a complete LMDB"):
-        dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=12, progress=False)
+        div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=12, progress=False)
 
 
 # ----------------------------------------------------------------------------- CLI

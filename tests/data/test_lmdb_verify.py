@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import imdn_plugin  # noqa: F401
-from imdn_plugin import dataprep as dp
+from imdn_plugin.data import div2k, lmdb as lmdb_io
 from imdn_plugin.data.lmdb import MANIFEST_NAME, check_lmdb_keys, verify_lmdb
 from imdn_plugin.errors import ConfigError
 from imdn_plugin.options import check_dataset_paths
@@ -25,11 +25,11 @@ from tests.data.test_div2k import CLI, CROP, REPO, STEP, _make_div2k
 @pytest.fixture
 def prepared(tmp_path: Path) -> dict[str, Path]:
     root = _make_div2k(tmp_path / "D", [(48, 48), (48, 72)], lr_scales=(2,))
-    return dp.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
+    return div2k.prepare_div2k(root, scales=[2], crop_size=CROP, step=STEP, progress=False)
 
 
 def rerun(out: dict[str, Path], **kwargs) -> dict[str, Path]:
-    return dp.prepare_div2k(out["hr"].parent, scales=[2], crop_size=CROP, step=STEP, progress=False, **kwargs)
+    return div2k.prepare_div2k(out["hr"].parent, scales=[2], crop_size=CROP, step=STEP, progress=False, **kwargs)
 
 
 def lmdb_opt(out: dict[str, Path]) -> dict:
@@ -40,7 +40,7 @@ def lmdb_opt(out: dict[str, Path]) -> dict:
 def test_writer_records_size_and_checksums(prepared: dict[str, Path]) -> None:
     manifest = json.loads((prepared["hr"] / MANIFEST_NAME).read_text())
     assert manifest["data_mdb_bytes"] == (prepared["hr"] / "data.mdb").stat().st_size
-    assert list(manifest["crc32"]) == list(dp.read_meta_info(prepared["hr"])) and manifest["entries"] == 21
+    assert list(manifest["crc32"]) == list(lmdb_io.read_meta_info(prepared["hr"])) and manifest["entries"] == 21
     assert verify_lmdb(prepared["hr"]) == 21 and check_lmdb_keys(prepared["X2"]) == 21
 
 
@@ -70,7 +70,7 @@ def test_truncated_data_mdb_is_reported_by_the_rerun_and_at_training_start(prepa
 
 
 def test_altered_value_is_reported_by_the_rerun(prepared: dict[str, Path]) -> None:
-    key = list(dp.read_meta_info(prepared["X2"]))[7]
+    key = list(lmdb_io.read_meta_info(prepared["X2"]))[7]
     value = _value(prepared["X2"], key)
     data = prepared["X2"] / "data.mdb"
     raw = bytearray(data.read_bytes())
@@ -97,7 +97,7 @@ def test_missing_key_is_reported_at_training_start(prepared: dict[str, Path], tm
     from imdn_plugin.cli import main
     from tests.integration.test_training import write_opt
 
-    key = list(dp.read_meta_info(prepared["hr"]))[16]
+    key = list(lmdb_io.read_meta_info(prepared["hr"]))[16]
     env = lmdb.open(str(prepared["hr"]))
     with env.begin(write=True) as txn:
         assert txn.delete(key.encode())
