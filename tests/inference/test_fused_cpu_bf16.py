@@ -141,7 +141,7 @@ def test_set5_psnr_of_bf16_plan_within_0_01_db_of_fp32(reference) -> None:
         x = torch.from_numpy(np.ascontiguousarray(lr[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
         gt = hr[: 2 * lr.shape[0], : 2 * lr.shape[1]]
         psnrs.append(calculate_psnr(tensor2img([bf16(x)]), gt, crop_border=2, test_y_channel=True))
-    # against the fp32 value (README table; scripts/check_bf16.py measures both side by side)
+    # against the fp32 value (README table; benchmarks/check_bf16.py measures both side by side)
     delta = sum(psnrs) / len(psnrs) - FP32_SET5_X2_PSNR
     assert abs(delta) <= 0.004, f"bf16 - fp32 = {delta:+.4f} dB"
 

@@ -33,11 +33,11 @@ fallback, since a child inherits its parent's peak on Linux; CUDA:
 
 Examples::
 
-    python scripts/benchmark.py                       # all cases, CPU, fp32
-    python scripts/benchmark.py --quick               # smoke run (small inputs, no memory probes)
-    python scripts/benchmark.py --cases x4,as-tiled --repeats 20
-    python scripts/benchmark.py --device cuda --precision fp16
-    python scripts/benchmark.py --variants all --cases x2,x3,x4 --processes 2   # + bf16 plan, ONNX Runtime, OpenVINO
+    python benchmarks/benchmark.py                       # all cases, CPU, fp32
+    python benchmarks/benchmark.py --quick               # smoke run (small inputs, no memory probes)
+    python benchmarks/benchmark.py --cases x4,as-tiled --repeats 20
+    python benchmarks/benchmark.py --device cuda --precision fp16
+    python benchmarks/benchmark.py --variants all --cases x2,x3,x4 --processes 2   # + bf16 plan, ONNX Runtime, OpenVINO
 
 The exit status is 1 if an fp32 comparison exceeds the tolerance.
 """
@@ -63,12 +63,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from imdn_plugin.archs import IMDN, IMDN_AS
+from imdn_plugin.evaluation import set5_scores
+from imdn_plugin.inference.fast import PRECISIONS, make_fast_forward
 
-from imdn_plugin.archs import IMDN, IMDN_AS  # noqa: E402
-from imdn_plugin.inference.fast import PRECISIONS, make_fast_forward  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 try:  # written in parallel with this script; the ACS / tile rows are skipped without it
     from imdn_plugin.inference import cropping as _cropping  # noqa: E402
@@ -513,13 +512,7 @@ def set5_psnr(forward: Callable[[Tensor], Tensor], case: Case, args: argparse.Na
         return None
     if not weights_file(case, args.weights_dir).is_file():
         return None
-    import importlib.util  # noqa: PLC0415
-
-    spec = importlib.util.spec_from_file_location("imdn_check_bf16", Path(__file__).with_name("check_bf16.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.set5_scores(forward, case.scale, set5, ssim=False)[0]
+    return set5_scores(forward, case.scale, set5, ssim=False)[0]
 
 
 # =========================================================================== timing

@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
 # One prepared check for a session that has a GPU machine (about 6-8 minutes on an H200).
 #
-#   bash scripts/gpu_check.sh [REPORT]          # REPORT default: $OUT/gpu_check.txt, else ./gpu_check.txt
-#   DEVICE=cpu bash scripts/gpu_check.sh        # the same steps on the CPU at tiny sizes (proves the script)
-#   bash scripts/gpu_check.sh --prepare         # on the development machine, before: see "Preparing" below
+#   bash benchmarks/gpu_check.sh [REPORT]          # REPORT default: $OUT/gpu_check.txt, else ./gpu_check.txt
+#   DEVICE=cpu bash benchmarks/gpu_check.sh        # the same steps on the CPU at tiny sizes (proves the script)
+#   bash benchmarks/gpu_check.sh --prepare         # on the development machine, before: see "Preparing" below
 #
 # Steps, in this order, each under its own timeout and all under one deadline (DEADLINE_S, default
 # 460 s of step time; a step that no longer fits is reported as skipped), every table and summary
 # written to REPORT:
 #   1. pytest with IMDN_TEST_DEVICE=$DEVICE (the device-aware tests run on the GPU);
-#   2. scripts/benchmark.py on $DEVICE: fp32 (channels-last fast path vs the plain NCHW reference),
+#   2. benchmarks/benchmark.py on $DEVICE: fp32 (channels-last fast path vs the plain NCHW reference),
 #      fp16 and bf16 autocast, and torch.compile;
 #   3. training: `basicsr train` for ITERS iterations (default 200; cpu: 4) on demo data generated
 #      here (scripts/make_demo_data.py, no download), without AMP and with train: {amp: bf16} and
 #      {amp: fp16} (fp16: CUDA only), channels_last on; table: s/iter, final loss, validation PSNR;
 #   4. the host CPU's bf16 plan: tests/inference/test_fused_cpu.py (its native-kernel test runs
-#      where oneDNN has bf16 convolutions, e.g. with AMX) and scripts/check_bf16.py (Set5 PSNR of
+#      where oneDNN has bf16 convolutions, e.g. with AMX) and benchmarks/check_bf16.py (Set5 PSNR of
 #      the bf16 plan vs fp32 with the authors' weights; needs the reference data);
-#   5. scripts/benchmark.py on the host CPU with --variants all (fp32 plan, bf16 plan, ONNX
+#   5. benchmarks/benchmark.py on the host CPU with --variants all (fp32 plan, bf16 plan, ONNX
 #      Runtime, OpenVINO where installed).
 # The exit status is 1 if a step failed or timed out (the report says which), else 0.
 #
 # Preparing (the GPU machine is bare and offline: it has torch, opencv, scikit-image, onnxruntime,
 # but not basicsr, lmdb or this plugin, and the reference data does not travel):
-#   bash scripts/gpu_check.sh --prepare   # on the development machine: wheels of basicsr, lmdb and
+#   bash benchmarks/gpu_check.sh --prepare   # on the development machine: wheels of basicsr, lmdb and
 #                                         # this plugin into .whl/, the reference data into .ref/
 #                                         # (both git-excluded; never committed)
 # then run on the GPU machine with carry [".whl", ".ref"]:
-#   bash scripts/gpu_check.sh "$OUT/gpu_check.txt"
+#   bash benchmarks/gpu_check.sh "$OUT/gpu_check.txt"
 # Environment: DEVICE (cuda|cpu), PYTHON (default python3), WHEELS (default .whl), REFERENCE
 # (default .ref if present, else ../shared/reference), ITERS, DEADLINE_S, TIMEOUT_SCALE (multiplies
 # every step's timeout; cpu default 5), PYTEST_FILES / PYTEST_K (pytest's files and -k; cuda
@@ -149,7 +149,7 @@ PYTEST=(-q -p no:cacheprovider -rs)
 step "1. pytest (IMDN_TEST_DEVICE=$DEVICE ${PYTEST[*]:3})" 240 env IMDN_TEST_DEVICE="$DEVICE" "$PY" -m pytest "${PYTEST[@]}"
 
 # ------------------------------------------------------------------ 2. inference benchmark on DEVICE
-BENCH_COMMON=(scripts/benchmark.py --device "$DEVICE" --cases "$CASES" --reference "$REFERENCE"
+BENCH_COMMON=(benchmarks/benchmark.py --device "$DEVICE" --cases "$CASES" --reference "$REFERENCE"
               --weights-dir "$REFERENCE/checkpoints" "${BENCH[@]}")
 step "2a. benchmark $DEVICE fp32 (fast path channels-last vs NCHW reference)" 90 "$PY" "${BENCH_COMMON[@]}" --precision fp32
 if [[ "$DEVICE" == cuda ]]; then
@@ -211,13 +211,13 @@ step "3. training $ITERS iterations, amp: $AMPS (IMDN x4, batch $BATCH, HR $GT, 
 if [[ "$DEVICE" == cuda ]]; then
     step "4a. host CPU: bf16 plan tests" 90 env IMDN_TEST_DEVICE=cpu "$PY" -m pytest -q -p no:cacheprovider tests/inference/test_fused_cpu.py -rs
     if [[ -d "$REFERENCE/Set5" ]]; then
-        step "4b. host CPU: Set5 PSNR, bf16 plan vs fp32" 120 "$PY" scripts/check_bf16.py --reference "$REFERENCE" --variants none,default,default+LR_conv
+        step "4b. host CPU: Set5 PSNR, bf16 plan vs fp32" 120 "$PY" benchmarks/check_bf16.py --reference "$REFERENCE" --variants none,default,default+LR_conv
     fi
     step "5. host CPU benchmark: fp32 plan, bf16 plan, ONNX Runtime, OpenVINO" 150 \
-        "$PY" scripts/benchmark.py --cases x4 --variants all --processes 2 --repeats 4 --no-memory \
+        "$PY" benchmarks/benchmark.py --cases x4 --variants all --processes 2 --repeats 4 --no-memory \
         --reference "$REFERENCE" --weights-dir "$REFERENCE/checkpoints"
 else
-    step "4. CPU: Set5 x4 PSNR, bf16 plan vs fp32" 150 "$PY" scripts/check_bf16.py --reference "$REFERENCE" --scales 4 --variants default
+    step "4. CPU: Set5 x4 PSNR, bf16 plan vs fp32" 150 "$PY" benchmarks/check_bf16.py --reference "$REFERENCE" --scales 4 --variants default
 fi
 
 # ------------------------------------------------------------------ summary

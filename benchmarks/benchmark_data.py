@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="measurements per cell, best kept (default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        import imdn_plugin  # noqa: F401  (basicsr import shim)
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        import imdn_plugin  # noqa: F401
+    import imdn_plugin  # noqa: F401  (the torchvision alias before basicsr)
     import torch
 
     from imdn_plugin.data.lmdb import export_lmdb_to_folder, read_meta_info

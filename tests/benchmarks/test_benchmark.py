@@ -1,4 +1,4 @@
-"""Tests of ``scripts/benchmark.py``: its independent reference network and its options.
+"""Tests of ``benchmarks/benchmark.py``: its independent reference network and its options.
 
 The benchmark's speed-ups are only meaningful if its plain reference computes
 the same function as the plugin's networks: these tests load one random state
@@ -18,7 +18,7 @@ import torch
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.inference.fast import make_fast_forward
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Training iterations per second: IMDNModel's step vs BasicSR's plain SRModel step.
 
-    python scripts/benchmark_training.py                 # CPU, IMDN x4, batch 16, 192x192 HR patches
-    python scripts/benchmark_training.py --device cuda --amp bf16
+    python benchmarks/benchmark_training.py                 # CPU, IMDN x4, batch 16, 192x192 HR patches
+    python benchmarks/benchmark_training.py --device cuda --amp bf16
 
 Both models train the same network (IMDN, paper settings) on the same random batches,
 steps interleaved so that machine load affects both alike; the data loader is left out
-(see scripts/benchmark_data.py). Prints a markdown table with the median and the
+(see benchmarks/benchmark_data.py). Prints a markdown table with the median and the
 interquartile range of the time per iteration and the speed ratio.
 """
 from __future__ import annotations

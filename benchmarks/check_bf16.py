@@ -18,8 +18,8 @@ On a CPU without native bf16 convolutions the bf16 plan runs fp32 kernels on
 bf16-rounded values, which gives the same numbers as native bf16 kernels up to
 the summation order (the output line says which ran).
 
-    python scripts/check_bf16.py                     # ×2, ×3, ×4, the variants below
-    python scripts/check_bf16.py --scales 4 --variants default,none
+    python benchmarks/check_bf16.py                     # ×2, ×3, ×4, the variants below
+    python benchmarks/check_bf16.py --scales 4 --variants default,none
 """
 from __future__ import annotations
 
@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from imdn_plugin.evaluation import set5_scores
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 REFERENCE = REPO.parent / "shared" / "reference"
-SET5 = ("baby", "bird", "butterfly", "head", "woman")
 
 #: Variants: name -> fp32 groups ("default" = the plugin's BF16_FP32_GROUPS).
 VARIANTS = {
@@ -58,40 +57,6 @@ def fp32_groups(variant: str) -> frozenset[str]:
     if spec and spec[0] == "+":
         return BF16_FP32_GROUPS | frozenset(spec[1:])
     return frozenset(spec)
-
-
-def set5_pairs(set5: Path, scale: int) -> list[tuple[str, "object", "object"]]:
-    """``(name, LR as 1×3×H×W RGB float in [0, 1], GT uint8 BGR cropped to scale × LR)`` per Set5 image."""
-    import cv2
-    import numpy as np
-    import torch
-
-    pairs = []
-    for name in SET5:
-        hr = cv2.imread(str(set5 / "HR" / f"{name}.bmp"), cv2.IMREAD_COLOR)
-        lr = cv2.imread(str(set5 / "LR_bicubic" / f"X{scale}" / f"{name}x{scale}.bmp"), cv2.IMREAD_COLOR)
-        if hr is None or lr is None:
-            raise FileNotFoundError(f"Set5 image {name} (×{scale}) not found under {set5}")
-        h, w = lr.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(lr[:, :, ::-1].transpose(2, 0, 1))).float().div(255).unsqueeze(0)
-        pairs.append((name, x, hr[: scale * h, : scale * w]))
-    return pairs
-
-
-def set5_scores(forward: Callable, scale: int, set5: Path, ssim: bool = True) -> tuple[float, float]:
-    """Mean Y-channel ``(PSNR, SSIM)`` over Set5 of ``forward`` (NCHW RGB in [0, 1] -> SR), as ``basicsr test``
-    (SSIM ``nan`` when ``ssim`` is false)."""
-    from basicsr.metrics import calculate_psnr, calculate_ssim
-    from basicsr.utils import tensor2img
-
-    import imdn_plugin  # noqa: F401  (torchvision alias before basicsr)
-
-    psnrs, ssims = [], []
-    for _, x, gt in set5_pairs(set5, scale):
-        sr = tensor2img([forward(x).float()])  # clamp, RGB->BGR, *255, round, uint8 (as SRModel's validation)
-        psnrs.append(calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True))
-        ssims.append(calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True) if ssim else float("nan"))
-    return sum(psnrs) / len(psnrs), sum(ssims) / len(ssims)
 
 
 def load_imdn(weights: Path, scale: int):
