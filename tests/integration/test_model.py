@@ -151,7 +151,8 @@ def test_save_network_writes_safetensors_on_request(tmp_path: Path, enabled: boo
     from imdn_plugin.checkpoint import load_state_dict
 
     model = make_model({"type": "IMDN", "upscale": 2, **SMALL}, path={"models": str(tmp_path)},
-                       logger={"save_safetensors": enabled})  # read once, when the model is made    model.save_network(model.net_g, "net_g", 7)
+                       logger={"save_safetensors": enabled})  # read once, when the model is made
+    model.save_network(model.net_g, "net_g", 7)
     expected = {k: v.cpu() for k, v in model.get_bare_model(model.net_g).state_dict().items()}
     from_pth = load_state_dict(tmp_path / "net_g_7.pth")
     assert all(torch.equal(from_pth[k], v) for k, v in expected.items())
