@@ -59,7 +59,10 @@ class OptionError(ConfigError):
 
 def suggest(key: Any, valid: Collection[Any]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``valid``, or ``''``."""
-    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
+    names = [str(v) for v in valid]
+    close = difflib.get_close_matches(str(key), names, n=1)
+    if not close and len(str(key)) >= 3:  # a shortened key: 'crop' for 'crop_border'
+        close = [n for n in names if n.startswith(str(key))][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -234,7 +237,9 @@ class Optional_(Rule):
         except OptionError as exc:
             if exc.key != key:
                 raise
-            raise OptionError(key, value, exc.need, none_means=self.none_means or "none") from None
+            if self.none_means:
+                raise OptionError(key, value, exc.need, none_means=self.none_means) from None
+            raise OptionError(key, value, f"{exc.need} or ~") from None
 
 
 def Maybe(rule: Rule, none_means: str = "") -> Optional_:  # noqa: N802 (reads like a type)

@@ -115,7 +115,7 @@ ARG_RULES: dict[str, Rule] = {
     "restarts": ListOf(Int(0, MAX_ITER, whole=True)), "restart_weights": ListOf(Num(0, 10)),
     "periods": ListOf(Int(1, MAX_ITER, whole=True), min_len=1), "eta_min": Num(0, 10),
     # losses
-    "loss_weight": Num(0, 1e6), "reduction": Choice("none", "mean", "sum"),
+    "loss_weight": Num(0, 1_000_000), "reduction": Choice("none", "mean", "sum"),
     # metrics
     "crop_border": Int(0, 4096), "input_order": Choice("HWC", "CHW"), "test_y_channel": Bool(),
     "better": Choice("higher", "lower"), "convert_to": Choice("y", "gray"),
@@ -258,8 +258,8 @@ def _template(value: Any, key: str) -> str:
 
 
 def _scale_or_range(value: Any, key: str) -> Any:
-    if is_number(value):
-        return Num(1, MAX_SCALE)(value, key)
+    if is_number(value) and 1 <= value <= MAX_SCALE:
+        return value
     if isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value) and 1 <= value[0] <= value[1] <= MAX_SCALE:
         return value
     raise OptionError(key, value, f"must be a number from 1 to {MAX_SCALE} or [min, max] with 1 <= min <= max <= {MAX_SCALE}")
@@ -286,7 +286,7 @@ class DatasetOptions:
     color: Optional[str] = _f(Maybe(Choice("y")))
     num_worker_per_gpu: Optional[int] = _f(Int(0, 256))
     batch_size_per_gpu: Optional[int] = _f(Int(1, 4096))
-    dataset_enlarge_ratio: Any = _f(Num(0, 1e6, lo_open=True), 1)
+    dataset_enlarge_ratio: Any = _f(Num(0, 1_000_000, lo_open=True), 1)
     prefetch_mode: Optional[str] = _f(Maybe(Choice("cpu", "cuda"), "the loader's own prefetch"))
     num_prefetch_queue: int = _f(Int(1, 1024), 1)
     pin_memory: bool = _f(Bool(), False)

@@ -145,3 +145,37 @@ def test_force_yml_bad_forms(entry: str, expected: str) -> None:
 def test_parse_yaml_is_safe_on_its_own() -> None:
     with pytest.raises(ConfigError, match=r"^src:1:1: tag '!!python/object/apply:os.getcwd' refused"):
         parse_yaml("!!python/object/apply:os.getcwd []", "src")
+
+
+# ---------------------------------------------------------------------------- sizes
+def test_dev_zero_is_refused_after_a_bounded_read() -> None:
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_option_file("/dev/zero")  # endless: BasicSR (and this loader before) read it without limit
+    assert one_line(err) == "/dev/zero: larger than 1 MiB: not an option file (they are a few KB of YAML)"
+    assert time.monotonic() - start < 5
+
+
+def test_the_size_limit_is_exact(tmp_path: Path) -> None:
+    body = "a: 1\n"
+    path = tmp_path / "opt.yml"
+    path.write_text(body + "#" * (MAX_OPTION_BYTES - len(body) - 1) + "\n")
+    assert load_option_file(path)["a"] == 1  # exactly the limit: read
+    path.write_text(body + "#" * (MAX_OPTION_BYTES - len(body)) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):  # one byte more: refused
+        load_option_file(path)
+
+
+def test_an_integer_too_long_to_convert_is_one_line(tmp_path: Path) -> None:
+    limit = sys.get_int_max_str_digits()
+    assert load_text(tmp_path, f"seed: {'9' * limit}\n")["seed"] == int("9" * limit)
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, f"name: x\nseed: {'9' * (limit + 1)}\n")
+    assert one_line(err) == f"{tmp_path / 'opt.yml'}:2:7: an integer of {limit + 1} digits: at most {limit} digits are allowed"
+
+
+def test_a_folder_is_not_an_option_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r": is a folder, not an option file$"):
+        load_option_file(tmp_path)
