@@ -97,15 +97,18 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     """
     options = options or InferenceOptions()  # checked when made: not again here
     scale, multiple = network_geometry(network)
+    if options.backend == "torch":
+        options.check_device(next((p.device.type for p in network.parameters()), "cpu"))
     try:
         if options.backend == "torch":
-            options.check_device(next((p.device.type for p in network.parameters()), "cpu"))
             forward: Any = make_fast_forward(
                 network, channels_last=options.channels_last, compile=options.compile, precision=options.precision
             )
         else:
             forward = runtimes.RuntimeForward(network, options.backend, options.precision)
-    except ValueError as exc:  # e.g. fp16 for a network on the CPU: an option problem, said in one line
+    except ConfigError:
+        raise
+    except ValueError as exc:  # an option problem of the forward, said in one line
         raise ConfigError(f"inference: {exc}") from None
     # On a CPU one tile per call is as fast as several, with a quarter of the memory.
     batch = options.tile_batch or (1 if forward.device.type == "cpu" else tiling.DEFAULT_TILE_BATCH)

@@ -130,12 +130,22 @@ def check_pretrained(options: Options, registry: Registry) -> None:
         )
 
 
+def check_resume_state(options: Options) -> None:
+    """``path:resume_state`` (used unless ``--auto_resume`` finds one) is a file (what it holds is checked when loaded)."""
+    given = options.path.resume_state
+    if given is None or options.auto_resume or options.is_train is False:
+        return
+    if not os.path.isfile(os.path.expanduser(given)):
+        raise ConfigError(f"path:resume_state: file does not exist: {given} (cwd: {os.getcwd()})")
+
+
 def check_files(options: Options, registry: Registry) -> None:
     """Every check of files on disk, in the order a user fixes them."""
     check_dataset_paths(options)
     check_crop_border(options)
     check_pretrained(options, registry)
+    check_resume_state(options)
 
 
 __all__ = ["check_crop_border", "check_dataset_paths", "check_files", "check_lmdb_readable",
-           "check_pretrained", "smallest_image_side"]  # fmt: skip
+           "check_pretrained", "check_resume_state", "smallest_image_side"]  # fmt: skip
