@@ -213,6 +213,8 @@ ISSUE20 = [
     ("train", "wandb without tb", lambda o: o["logger"].update(wandb={"project": "p"}),
      "opt.yml: logger:use_tb_logger: must be true with logger:wandb:project set"),
     ("test", "scale ~", lambda o: o.update(scale=None), "opt.yml: scale: must be the SR factor"),
+    ("train", "resume_state", lambda o: o["path"].update(resume_state="nope.state"),
+     "opt.yml: path:resume_state: file does not exist: nope.state"),
     ("test", "manual_seed -1", lambda o: o.update(manual_seed=-1), "opt.yml: manual_seed: must be an integer from 0"),
     ("test", "network_g type list", lambda o: o["network_g"].update(type=["IMDN"]), "opt.yml: network_g:type: must be the name of a network, got a list"),
     ("test", "network_g type map", lambda o: o["network_g"].update(type={"IMDN": 1}), "opt.yml: network_g:type: must be the name of a network"),

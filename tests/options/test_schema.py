@@ -350,3 +350,18 @@ def test_the_model_takes_the_parsed_record(tmp_path: Path) -> None:
     assert model.inference_opt.tile == 64
     with pytest.raises(ConfigError, match="inference:tile"):
         build_model(opt)  # a dict built by hand is parsed when the model is made
+
+
+def test_the_reference_lists_every_key() -> None:
+    """docs/options.md names every key the schema knows (scripts/dev/options_reference.py writes its tables)."""
+    import dataclasses
+
+    from imdn_plugin.options import inference, schema
+
+    text = (REPO / "docs" / "options.md").read_text()
+    records = (schema.Options, schema.DatasetOptions, schema.IoBackend, schema.PathOptions, schema.TrainOptions,
+               schema.ValOptions, schema.LoggerOptions, schema.WandbOptions, schema.DistParams)  # fmt: skip
+    keys = [f.name for cls in records for f in dataclasses.fields(cls) if "rule" in f.metadata]
+    keys += list(inference.RULES) + list(schema.ARG_RULES)
+    missing = [k for k in keys if f"| `{k}` |" not in text]
+    assert not missing
