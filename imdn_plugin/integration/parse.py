@@ -78,7 +78,7 @@ def read_options(
 
     No side effect: nothing is created, no process group, no seed.
     """
-    from ..options import OptionDict, apply_overrides, attach, load_option_file, validate_options
+    from ..options import apply_overrides, attach, load_option_file, validate_options
 
     opt = load_option_file(opt_path)
     if force_yml:

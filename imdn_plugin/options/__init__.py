@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from .fields import OptionError, check_keys
 from .files import check_dataset_paths, check_files, check_lmdb_readable
@@ -29,11 +29,11 @@ class OptionDict(OrderedDict):
     ``copy.deepcopy`` (BasicSR's ``build_model``) keeps the attribute.
     """
 
-    parsed: Optional[Options] = None
+    parsed: Options | None = None
 
 
 def validate_options(
-    opt: Mapping[str, Any], registry: Registry, *, check_paths: bool = True, cuda: Optional[bool] = None
+    opt: Mapping[str, Any], registry: Registry, *, check_paths: bool = True, cuda: bool | None = None
 ) -> Options:
     """Every start-up check on a BasicSR option dict (as read, ``--force_yml`` applied): the parsed record.
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -113,7 +113,7 @@ class Rule:
     def __call__(self, value: Any, key: str) -> Any:
         return value
 
-    def fail(self, value: Any, key: str, need: Optional[str] = None) -> OptionError:
+    def fail(self, value: Any, key: str, need: str | None = None) -> OptionError:
         need = (need or f"must be {self.need}") + number_hint(value)
         return OptionError(key, value, need)
 
@@ -137,7 +137,7 @@ def _bounds(lo: Any, hi: Any) -> str:
 class Int(Rule):
     """An integer in ``[lo, hi]``; ``whole=True`` also takes whole floats (``!!float 5e3``) as ints."""
 
-    def __init__(self, lo: Optional[int] = None, hi: Optional[int] = None, whole: bool = False, why: str = "") -> None:
+    def __init__(self, lo: int | None = None, hi: int | None = None, whole: bool = False, why: str = "") -> None:
         self.lo, self.hi, self.whole = lo, hi, whole
         self.need = ("a whole number" if whole else "an integer") + _bounds(lo, hi) + (f" ({why})" if why else "")
 
@@ -155,7 +155,7 @@ class Num(Rule):
     """A finite number in ``[lo, hi]`` (``lo_open``/``hi_open``: bound excluded); ints kept as ints."""
 
     def __init__(
-        self, lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False, hi_open: bool = False
+        self, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
     ) -> None:
         self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
         parts: list[str] = []
@@ -242,14 +242,14 @@ class Optional_(Rule):
             raise OptionError(key, value, f"{exc.need} or ~") from None
 
 
-def Maybe(rule: Rule, none_means: str = "") -> Optional_:  # noqa: N802 (reads like a type)
+def Maybe(rule: Rule, none_means: str = "") -> Optional_:
     return Optional_(rule, none_means)
 
 
 class ListOf(Rule):
     """A list of values each allowed by ``item``; ``length`` fixes its length."""
 
-    def __init__(self, item: Rule, length: Optional[int] = None, min_len: int = 0, max_len: int = 10_000) -> None:
+    def __init__(self, item: Rule, length: int | None = None, min_len: int = 0, max_len: int = 10_000) -> None:
         self.item, self.length, self.min_len, self.max_len = item, length, min_len, max_len
         size = f"{length} " if length else ""
         self.need = f"a list of {size}values, each {item.need}"

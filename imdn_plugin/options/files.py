@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from ..errors import ConfigError
 from .fields import OptionError
@@ -24,7 +23,7 @@ def check_dataset_paths(options: Options) -> None:
     for ds in options.datasets:
         backend = ds.io_backend.type if ds.io_backend is not None else "disk"
         for key in ("dataroot_gt", "dataroot_lq", "meta_info_file"):
-            given: Optional[str] = getattr(ds, key)
+            given: str | None = getattr(ds, key)
             if given is None:
                 continue
             where = f"datasets:{ds.key}:{key}"
@@ -60,12 +59,12 @@ def check_lmdb_readable(where: str, path: str) -> None:
             raise ConfigError(f"{where}: {path}: not a readable LMDB ({exc})") from None
 
 
-def smallest_image_side(folder: str) -> Optional[tuple[int, str]]:
+def smallest_image_side(folder: str) -> tuple[int, str] | None:
     """The smallest side among the images of ``folder`` (from their headers) and that image's name."""
     from ..data.headers import image_size
     from ..data.imageio import list_images
 
-    best: Optional[tuple[int, str]] = None
+    best: tuple[int, str] | None = None
     for path in list_images(folder):
         try:
             with open(path, "rb") as f:

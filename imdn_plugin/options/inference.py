@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .fields import Bool, Check, Choice, Int, Maybe, OptionError, Rule, is_int, mapping, unknown_key
 
@@ -93,11 +93,11 @@ class InferenceOptions:
 
     mode: str = "auto"
     acs_padding: int = 32
-    tile: Optional[int] = None
+    tile: int | None = None
     tile_overlap: int = DEFAULT_TILE_OVERLAP
-    tile_batch: Optional[int] = None
+    tile_batch: int | None = None
     tile_stats: str = "global"
-    channels_last: Optional[bool] = None
+    channels_last: bool | None = None
     compile: bool = False
     precision: str = "fp32"
     progress: bool = False
@@ -124,7 +124,7 @@ class InferenceOptions:
             raise OptionError("inference:precision", self.precision, problem)
 
     @classmethod
-    def from_dict(cls, opt: Optional[Mapping[str, Any]], where: str = "inference") -> "InferenceOptions":
+    def from_dict(cls, opt: Mapping[str, Any] | None, where: str = "inference") -> InferenceOptions:
         """Build from an option-file block, rejecting unknown keys by name."""
         if opt is None:
             return cls()

@@ -15,7 +15,7 @@ import os
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
@@ -38,7 +38,7 @@ class OptionLoader(yaml.SafeLoader):
     """
 
 
-def _construct_mapping(loader: OptionLoader, node: yaml.Node) -> "OrderedDict[Any, Any]":
+def _construct_mapping(loader: OptionLoader, node: yaml.Node) -> OrderedDict[Any, Any]:
     if not isinstance(node, yaml.MappingNode):
         raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}", node.start_mark)
     seen: set[Any] = set()
@@ -102,7 +102,7 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: YAML error: {_flat(exc)}") from None
 
 
-def load_option_file(path: Union[str, "os.PathLike[str]"]) -> "OrderedDict[str, Any]":
+def load_option_file(path: str | os.PathLike[str]) -> OrderedDict[str, Any]:
     """Read a BasicSR option file as data (see :class:`OptionLoader`); one-line errors."""
     try:
         with open(path, "rb") as f:  # a bounded read: /dev/zero, a FIFO or a disk image stop here

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 from .fields import (
     FILE,
@@ -130,8 +130,8 @@ class ComponentRule(Rule):
     package's network); ``extra`` are keys BasicSR itself reads besides the arguments.
     """
 
-    def __init__(self, kind: str, what: str, get: Callable[[], "_Kinds"], strict: bool = False,
-                 extra: Optional[dict[str, Rule]] = None) -> None:  # fmt: skip
+    def __init__(self, kind: str, what: str, get: Callable[[], _Kinds], strict: bool = False,
+                 extra: dict[str, Rule] | None = None) -> None:  # fmt: skip
         self.kind, self.what, self._get, self.strict, self.extra = kind, what, get, strict, extra or {}
         self.need = f"a mapping with 'type' (the name of {what}) and its arguments"
 
@@ -240,10 +240,10 @@ class IoBackend:
     readonly: bool = _f(Bool(), True)
     lock: bool = _f(Bool(), False)
     readahead: bool = _f(Bool(), False)
-    map_size: Optional[int] = _f(Maybe(Int(1)))
-    server_list_cfg: Optional[str] = _f(Maybe(PATH))
-    client_cfg: Optional[str] = _f(Maybe(PATH))
-    sys_path: Optional[str] = _f(Maybe(PATH))
+    map_size: int | None = _f(Maybe(Int(1)))
+    server_list_cfg: str | None = _f(Maybe(PATH))
+    client_cfg: str | None = _f(Maybe(PATH))
+    sys_path: str | None = _f(Maybe(PATH))
 
 
 def _template(value: Any, key: str) -> str:
@@ -271,23 +271,23 @@ class DatasetOptions:
 
     name: str = _f(Text("the dataset's name"), required=True)
     type: str = _f(Text("the name of a dataset class"), required=True)
-    phase: Optional[str] = _f(Maybe(Choice("train", "val", "test")))  # set by the command
+    phase: str | None = _f(Maybe(Choice("train", "val", "test")))  # set by the command
     scale: Any = _f(Check("a number >= 1 or [min, max]", _scale_or_range))  # AnyScalePairedDataset; else from the top
-    dataroot_gt: Optional[str] = _f(Maybe(FOLDER))
-    dataroot_lq: Optional[str] = _f(Maybe(FOLDER))
-    meta_info_file: Optional[str] = _f(Maybe(FILE))
+    dataroot_gt: str | None = _f(Maybe(FOLDER))
+    dataroot_lq: str | None = _f(Maybe(FOLDER))
+    meta_info_file: str | None = _f(Maybe(FILE))
     filename_tmpl: str = _f(Check("a file name template with one '{}'", _template), "{}")
     io_backend: IoBackend = _f(Block(IoBackend))
-    gt_size: Optional[int] = _f(Int(1, 4096))
+    gt_size: int | None = _f(Int(1, 4096))
     use_hflip: bool = _f(Bool(), False)
     use_rot: bool = _f(Bool(), False)
-    mean: Optional[list] = _f(Maybe(ListOf(Num(), length=3)))
-    std: Optional[list] = _f(Maybe(ListOf(Num(0, lo_open=True), length=3)))
-    color: Optional[str] = _f(Maybe(Choice("y")))
-    num_worker_per_gpu: Optional[int] = _f(Int(0, 256))
-    batch_size_per_gpu: Optional[int] = _f(Int(1, 4096))
+    mean: list | None = _f(Maybe(ListOf(Num(), length=3)))
+    std: list | None = _f(Maybe(ListOf(Num(0, lo_open=True), length=3)))
+    color: str | None = _f(Maybe(Choice("y")))
+    num_worker_per_gpu: int | None = _f(Int(0, 256))
+    batch_size_per_gpu: int | None = _f(Int(1, 4096))
     dataset_enlarge_ratio: Any = _f(Num(0, 1_000_000, lo_open=True), 1)
-    prefetch_mode: Optional[str] = _f(Maybe(Choice("cpu", "cuda"), "the loader's own prefetch"))
+    prefetch_mode: str | None = _f(Maybe(Choice("cpu", "cuda"), "the loader's own prefetch"))
     num_prefetch_queue: int = _f(Int(1, 1024), 1)
     pin_memory: bool = _f(Bool(), False)
     persistent_workers: bool = _f(Bool(), False)
@@ -301,55 +301,55 @@ KNOWN_DATASETS = ("PairedImageDataset", "AnyScalePairedDataset")
 
 @dataclass(frozen=True)
 class PathOptions:
-    pretrain_network_g: Optional[str] = _f(Maybe(FILE, "random weights"))
-    param_key_g: Optional[str] = _f(Maybe(Text("a checkpoint key such as params or params_ema"), "the file's only network"), "params")
+    pretrain_network_g: str | None = _f(Maybe(FILE, "random weights"))
+    param_key_g: str | None = _f(Maybe(Text("a checkpoint key such as params or params_ema"), "the file's only network"), "params")
     strict_load_g: bool = _f(Bool(), True)
-    pretrain_network_d: Optional[str] = _f(Maybe(FILE, "random weights"))
-    param_key_d: Optional[str] = _f(Maybe(Text("a checkpoint key"), "the file's only network"), "params")
+    pretrain_network_d: str | None = _f(Maybe(FILE, "random weights"))
+    param_key_d: str | None = _f(Maybe(Text("a checkpoint key"), "the file's only network"), "params")
     strict_load_d: bool = _f(Bool(), True)
-    resume_state: Optional[str] = _f(Maybe(FILE, "a fresh start"))
-    ignore_resume_networks: Optional[list] = _f(Maybe(ListOf(Text())))
+    resume_state: str | None = _f(Maybe(FILE, "a fresh start"))
+    ignore_resume_networks: list | None = _f(Maybe(ListOf(Text())))
     # set by the command from name: a value in the file is replaced
-    experiments_root: Optional[str] = _f(Maybe(PATH))
-    results_root: Optional[str] = _f(Maybe(PATH))
-    models: Optional[str] = _f(Maybe(PATH))
-    training_states: Optional[str] = _f(Maybe(PATH))
-    log: Optional[str] = _f(Maybe(PATH))
-    visualization: Optional[str] = _f(Maybe(PATH))
+    experiments_root: str | None = _f(Maybe(PATH))
+    results_root: str | None = _f(Maybe(PATH))
+    models: str | None = _f(Maybe(PATH))
+    training_states: str | None = _f(Maybe(PATH))
+    log: str | None = _f(Maybe(PATH))
+    visualization: str | None = _f(Maybe(PATH))
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    optim_g: Optional[Component] = _f(OPTIMIZER, required=True)
-    optim_d: Optional[Component] = _f(OPTIMIZER)
-    scheduler: Optional[Component] = _f(SCHEDULER, required=True)
+    optim_g: Component | None = _f(OPTIMIZER, required=True)
+    optim_d: Component | None = _f(OPTIMIZER)
+    scheduler: Component | None = _f(SCHEDULER, required=True)
     total_iter: int = _f(Int(1, MAX_ITER, whole=True), required=True)
     warmup_iter: int = _f(Int(-1, MAX_ITER, whole=True, why="-1: no warm-up"), -1)
     ema_decay: float = _f(Num(0, 1, hi_open=True), 0)
-    pixel_opt: Optional[Component] = _f(Maybe(LOSS))
-    perceptual_opt: Optional[Component] = _f(Maybe(LOSS))
-    gan_opt: Optional[Component] = _f(Maybe(LOSS))
+    pixel_opt: Component | None = _f(Maybe(LOSS))
+    perceptual_opt: Component | None = _f(Maybe(LOSS))
+    gan_opt: Component | None = _f(Maybe(LOSS))
     net_d_iters: int = _f(Int(1, MAX_ITER), 1)
     net_d_init_iters: int = _f(Int(0, MAX_ITER), 0)
     # imdn_plugin's IMDNModel
     channels_last: bool = _f(Bool(), False)
-    amp: Optional[str] = _f(Choice(None, "bf16", "fp16"))
+    amp: str | None = _f(Choice(None, "bf16", "fp16"))
 
 
 @dataclass(frozen=True)
 class ValOptions:
-    val_freq: Optional[int] = _f(WHOLE_FREQ)
+    val_freq: int | None = _f(WHOLE_FREQ)
     save_img: bool = _f(Bool(), False)
-    suffix: Optional[str] = _f(Maybe(Text("an image name suffix"), "the experiment name"))
+    suffix: str | None = _f(Maybe(Text("an image name suffix"), "the experiment name"))
     pbar: bool = _f(Bool(), False)
-    metrics: Optional[dict] = _f(Maybe(MapOf(METRIC)))
+    metrics: dict | None = _f(Maybe(MapOf(METRIC)))
 
 
 @dataclass(frozen=True)
 class WandbOptions:
-    project: Optional[str] = _f(Maybe(Text("a wandb project name"), "no wandb"))
-    entity: Optional[str] = _f(Maybe(Text("a wandb entity")))
-    resume_id: Optional[str] = _f(Maybe(Text("a wandb run id")))
+    project: str | None = _f(Maybe(Text("a wandb project name"), "no wandb"))
+    entity: str | None = _f(Maybe(Text("a wandb entity")))
+    resume_id: str | None = _f(Maybe(Text("a wandb run id")))
 
 
 @dataclass(frozen=True)
@@ -357,7 +357,7 @@ class LoggerOptions:
     print_freq: int = _f(WHOLE_FREQ, required=True)
     save_checkpoint_freq: int = _f(WHOLE_FREQ, required=True)
     use_tb_logger: bool = _f(Bool(), required=True)
-    wandb: Optional[WandbOptions] = _f(Maybe(Block(WandbOptions)))
+    wandb: WandbOptions | None = _f(Maybe(Block(WandbOptions)))
     save_safetensors: bool = _f(Bool(), False)  # imdn_plugin: networks also as .safetensors
 
 
@@ -410,25 +410,25 @@ _PROB, _RANGE = Num(0, 1), ListOf(Num(), length=2)
 class Options:
     """A whole option file, parsed once (see the module docstring)."""
 
-    name: Optional[str] = _f(Check("a plain folder name", _name), required=True)
-    model_type: Optional[str] = _f(Text("the name of a model"), required=True)
+    name: str | None = _f(Check("a plain folder name", _name), required=True)
+    model_type: str | None = _f(Text("the name of a model"), required=True)
     scale: Any = _f(Check(f"a number from 1 to {MAX_SCALE}", _scale))
     num_gpu: Any = _f(Check("auto or an integer >= 0", _num_gpu), "auto")
-    manual_seed: Optional[int] = _f(Maybe(Int(0, 2**31 - 1), "a random seed"))
+    manual_seed: int | None = _f(Maybe(Int(0, 2**31 - 1), "a random seed"))
     datasets: tuple = _f(Rule(), required=True)  # checked by _datasets
-    network_g: Optional[Component] = _f(NETWORK, required=True)
-    network_d: Optional[Component] = _f(NETWORK)
+    network_g: Component | None = _f(NETWORK, required=True)
+    network_d: Component | None = _f(NETWORK)
     path: PathOptions = _f(Maybe(Block(PathOptions)))
-    train: Optional[TrainOptions] = _f(Maybe(Block(TrainOptions)))
-    val: Optional[ValOptions] = _f(Maybe(Block(ValOptions)))
-    logger: Optional[LoggerOptions] = _f(Maybe(Block(LoggerOptions)))
-    dist_params: Optional[DistParams] = _f(Maybe(Block(DistParams)))
+    train: TrainOptions | None = _f(Maybe(Block(TrainOptions)))
+    val: ValOptions | None = _f(Maybe(Block(ValOptions)))
+    logger: LoggerOptions | None = _f(Maybe(Block(LoggerOptions)))
+    dist_params: DistParams | None = _f(Maybe(Block(DistParams)))
     find_unused_parameters: bool = _f(Bool(), False)
     inference: InferenceOptions = _f(Rule())  # checked by InferenceOptions.from_dict
     # set by the command: a value in the file is replaced
-    is_train: Optional[bool] = _f(Maybe(Bool()))
-    dist: Optional[bool] = _f(Maybe(Bool()))
-    auto_resume: Optional[bool] = _f(Maybe(Bool()))
+    is_train: bool | None = _f(Maybe(Bool()))
+    dist: bool | None = _f(Maybe(Bool()))
+    auto_resume: bool | None = _f(Maybe(Bool()))
     rank: Any = _f(_ANY)
     world_size: Any = _f(_ANY)
     root_path: Any = _f(_ANY)
@@ -469,7 +469,7 @@ _COMMON = ("name, model_type, scale, num_gpu, manual_seed, datasets, network_g, 
 
 
 # ---------------------------------------------------------------------------- the parse
-def parse(opt: Mapping[str, Any], registry: Registry, *, complete: bool = True, cuda: Optional[bool] = None) -> Options:
+def parse(opt: Mapping[str, Any], registry: Registry, *, complete: bool = True, cuda: bool | None = None) -> Options:
     """The :class:`Options` of ``opt``, every key checked; :class:`OptionError` on the first problem.
 
     ``complete=False`` parses what a model built from a partial dict reads (no
@@ -517,7 +517,7 @@ def _replace(record: Any, **changes: Any) -> Any:
     return dataclasses.replace(record, **changes)
 
 
-def _datasets(block: Any, is_train: Optional[bool], top: Options, registry: Registry) -> tuple:
+def _datasets(block: Any, is_train: bool | None, top: Options, registry: Registry) -> tuple:
     if not isinstance(block, Mapping) or not block:
         raise OptionError(
             "datasets", block, "must be a non-empty mapping of phase: dataset options (e.g. train, val, test_1)"
@@ -603,7 +603,7 @@ def _cuda(top: Options) -> bool:
     return top.num_gpu != 0 and torch.cuda.is_available()
 
 
-def _between_keys(o: Options, registry: Registry, complete: bool, cuda: Optional[bool]) -> None:
+def _between_keys(o: Options, registry: Registry, complete: bool, cuda: bool | None) -> None:
     """Checks between keys, each naming the key to change."""
     use_cuda = _cuda(o) if cuda is None else cuda
     if is_int(o.num_gpu) and o.num_gpu > 0:

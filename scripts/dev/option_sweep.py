@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -174,7 +174,7 @@ def run_parse(opt_file: Path, is_train: bool, cwd: Path) -> tuple[str, str]:
 def run_command(opt_file: Path, is_train: bool, cwd: Path, timeout: float = 300) -> tuple[str, str]:
     """``basicsr test|train -opt FILE`` as a user runs it."""
     cmd = [sys.executable, "-m", "imdn_plugin", "train" if is_train else "test", "-opt", str(opt_file)]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     err = proc.stderr
     if "Traceback (most recent call last)" in err:
         return "traceback", err.strip().splitlines()[-1]
@@ -185,7 +185,7 @@ def run_command(opt_file: Path, is_train: bool, cwd: Path, timeout: float = 300)
     return outcome, lines[-1] if lines else err.strip().splitlines()[-1] if err.strip() else ""
 
 
-def sweep(files: list[Path], data: Path, work: Path, mode: str = "parse", sample: Optional[int] = None,
+def sweep(files: list[Path], data: Path, work: Path, mode: str = "parse", sample: int | None = None,
           seed: int = 0) -> list[Run]:  # fmt: skip
     """Every (file, key, wrong value) run; ``sample`` picks that many at random."""
     import imdn_plugin
@@ -236,7 +236,7 @@ def summary(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("parse", "command"), default="parse")
     parser.add_argument("--sample", type=int, default=None, help="runs picked at random (default: all)")

@@ -8,6 +8,7 @@ script runs all of them): no raw traceback, and nothing created under
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,8 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 def _sweep_module():
     spec = importlib.util.spec_from_file_location("option_sweep", REPO / "scripts" / "dev" / "option_sweep.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules.setdefault("option_sweep", module)  # dataclasses look their module up
+    spec.loader.exec_module(sys.modules["option_sweep"])
+    return sys.modules["option_sweep"]
 
 
 def test_sweep_finds_no_traceback_and_no_early_folder(tiny_sr_data: Path, tmp_path: Path) -> None:
