@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from ..data import imageio
 from ..errors import ConfigError, PluginError
 from ..inference.predictor import InferenceOptions
 from ..inference.runtimes import BACKENDS
+from ..options.fields import OptionError, show
 from ..upscaler import Upscaler
 from . import OneLineParser
 
@@ -270,12 +270,15 @@ def remove_if_empty(folders: Iterable[Path]) -> None:
 
 # --------------------------------------------------------------------------- running
 def in_flag_terms(exc: ConfigError) -> ConfigError:
-    """An ``inference:<key>`` message of :class:`InferenceOptions` in this command's flag names."""
-    msg = re.sub(r"\binference:(\w+)", lambda m: OPTION_FLAGS.get(m.group(1), m.group(0)), str(exc))
-    msg = re.sub(r"^inference: make_fast_forward: precision='(\w+)' needs a network on CUDA.*",
-                 r"--precision \1: needs a CUDA device (--device cuda)", msg)  # fmt: skip
-    msg = re.sub(r"^inference: (make_fast_forward: )?", "", msg)
-    return ConfigError(msg.replace(" or ~ (no tiling)", " (or no --tile: no tiling)"))
+    """An option error in this command's flag names: its key path (``inference:tile``) looked up in
+    :data:`OPTION_FLAGS`; other errors as they are."""
+    key, need = getattr(exc, "key", ""), getattr(exc, "need", "")
+    section, _, name = str(key).partition(":")
+    flag = OPTION_FLAGS.get(name) if section == "inference" else None
+    if not isinstance(exc, OptionError) or flag is None or not need:
+        return exc
+    allowed = f"{need} (or no {flag}: {exc.none_means})" if exc.none_means else need
+    return ConfigError(f"{flag}: {allowed}, got {show(exc.value)}")
 
 
 def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> Optional[str]:

@@ -97,8 +97,8 @@ def test_wrong_scale_checkpoint_names_the_file_scale(tiny_sr_data: Path, tmp_pat
         (lambda o: o.update(inference={"acs_padding": 6}), "inference:acs_padding: must be a positive multiple of 4"),
         (lambda o: o.update(inference={"tiles": 64}), "inference: unknown key 'tiles' (did you mean 'tile'?)"),
         (lambda o: o.update(inference={"tile": 2}), "inference:tile: must be an integer >= 4"),
-        (lambda o: o.update(scale=0), "scale: must be a positive number, got 0"),
-        (lambda o: o["network_g"].update(upscale=0), "network_g: upscale must be an integer >= 2, got 0"),
+        (lambda o: o.update(scale=0), "scale: must be a number from 1 to 16, got 0"),
+        (lambda o: o["network_g"].update(upscale=0), "network_g:upscale: must be an integer from 2 to 16, got 0"),
         (lambda o: o["path"].update(pretrain_network_g="/no/w.pth"), "path:pretrain_network_g: file does not exist: /no/w.pth"),
     ],
 )
@@ -108,14 +108,13 @@ def test_bad_options_are_rejected_by_the_startup_check(tiny_sr_data: Path, tmp_p
     # reference data needed: tiny stand-ins in its layout (random paper-size weights).
     import imdn_plugin
     from imdn_plugin.errors import ConfigError
-    from imdn_plugin.inference import InferenceOptions
-    from imdn_plugin.integration import lookup_arch as _lookup_arch
+    from imdn_plugin.integration.parse import BASICSR
     from imdn_plugin.options import validate_options
 
     imdn_plugin.register()
     opt = yaml.safe_load(write_opt(tmp_path, tiny_sr_data, edit).read_text())
     with pytest.raises(ConfigError) as err:
-        validate_options(opt, _lookup_arch, InferenceOptions.from_dict)
+        validate_options(opt, BASICSR)
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 

@@ -9,7 +9,7 @@ from imdn_plugin.inference import InferenceOptions, build_predictor
 
 
 def test_fp16_on_cpu_is_an_option_error() -> None:
-    with pytest.raises(ConfigError, match="^inference: .*fp16"):
+    with pytest.raises(ConfigError, match="^inference:precision: .*fp16"):
         build_predictor(IMDN(num_feat=16, num_block=1, upscale=2), InferenceOptions(precision="fp16"))
 
 
