@@ -64,7 +64,7 @@ class Upscaler:
             "cuda" if torch.cuda.is_available() and options.backend == "torch" else "cpu"
         )
         net, spec = load_network(weights, param_key)
-        if spec.type == "IMDN":
+        if spec.type != "IMDN_AS":  # fixed-factor networks (IMDN, IMDN_RTC, IMDN_RTE)
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(
                     f"--scale {scale:g}: {weights} is {spec}; it only upscales x{spec.upscale} "
