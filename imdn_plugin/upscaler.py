@@ -78,7 +78,7 @@ class Upscaler:
         self.spec, self.device, self.precision = spec, device, options.precision
         self.out_scale = spec.scale * self.pre_scale
         self.predict = build_predictor(net.to(device), options)
-        logger.info("loaded %s from %s", spec, weights)
+        logger.info("loaded %s from %s; inference path: %s", spec, weights, getattr(self.predict, "path", "?"))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Output ``(height, width)`` of an ``h×w`` input; :class:`InferenceError` above the pixel limit
