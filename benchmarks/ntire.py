@@ -64,6 +64,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_flags() -> str:
+    """The SIMD / matrix extensions that decide fp32 conv speed (``/proc/cpuinfo`` flags)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "flags unknown"
+    have = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    return (", ".join(have) or "no AVX2") + ("" if "amx_tile" in flags else ", no AMX")
+
+
 def pairs(hr_dir: Path, lr_dir: Path, scale: int) -> list[tuple[Path, Path]]:
     """(LR, HR) files matched by name: ``<stem>.ext`` in HR, ``<stem>x<scale>.ext`` or ``<stem>.ext`` in LR."""
     lr_files = {p.stem: p for p in sorted(lr_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
@@ -238,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows = [run_isolated(spec, args) for spec in a.networks]
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         threads = a.threads or torch.get_num_threads()
-        where = f"{cpu_name()}, {os.cpu_count()} logical CPUs, {threads} torch threads, load average {load:.2f} at the end"
+        where = f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} logical CPUs, {threads} torch threads, load average {load:.2f} at the end"
     print(f"NTIRE efficient-SR protocol, fp32, batch 1, whole images; {where}; torch {torch.__version__}")
     print(table(rows, args["size"]))
     if a.json:
