@@ -41,7 +41,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import cv2
 import numpy as np
@@ -108,7 +108,7 @@ def load(spec: str, scale: int) -> tuple[torch.nn.Module, str, bool]:
     return network_by_name(spec, scale), spec, False
 
 
-def _rss_kb(field: str) -> Optional[int]:
+def _rss_kb(field: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -160,7 +160,7 @@ def run_one(spec: str, args: dict[str, Any]) -> dict[str, Any]:
                 base_rss = _rss_kb("VmRSS")
             except OSError:
                 base_rss = None
-        for x, (_, hr_path) in zip(inputs, data):
+        for x, (_, hr_path) in zip(inputs, data, strict=True):
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -193,7 +193,7 @@ def run_one(spec: str, args: dict[str, Any]) -> dict[str, Any]:
 def _child(spec: str, args: dict[str, Any], queue: Any) -> None:
     try:
         queue.put(("ok", run_one(spec, args)))
-    except BaseException as exc:  # reported by the parent as one line
+    except BaseException as exc:  # noqa: BLE001 -- any failure in the child is reported by the parent as one line
         queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
@@ -227,7 +227,7 @@ def table(rows: list[dict[str, Any]], size: list[int]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hr", required=True, help="folder of HR images")
     p.add_argument("--lr", required=True, help="folder of LR images; '{scale}' is replaced by each network's scale")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,7 +104,7 @@ def _run(network: nn.Module, x: torch.Tensor, counter: _Counter) -> torch.Tensor
 
 
 def count_complexity(
-    network: nn.Module, size: tuple[int, int] = NTIRE_SIZE, in_channels: Optional[int] = None, name: Optional[str] = None
+    network: nn.Module, size: tuple[int, int] = NTIRE_SIZE, in_channels: int | None = None, name: str | None = None
 ) -> Complexity:
     """Count parameters (Eq. 9) and, for one ``1×C×H×W`` input of ``size``, Mult-Adds (Eq. 10),
     conv activations and conv calls; ``macs_per_output_pixel`` = Mult-Adds / (output H·W).
@@ -117,7 +117,7 @@ def count_complexity(
         raise ValueError(f"size must be positive, got {h}x{w}")
     params = sum(p.numel() for p in network.parameters())
     c = in_channels or _input_channels(network)
-    out: Optional[torch.Tensor] = None
+    out: torch.Tensor | None = None
     counter = _Counter()
     try:  # shapes only: no arithmetic, no memory
         net = copy.deepcopy(network).to("meta").eval()

@@ -6,8 +6,8 @@ describes, and summarises a state dict that matches none of them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -22,10 +22,10 @@ __all__ = ["DETECTORS", "NETWORKS", "ArchSpec", "build", "describe", "summarize"
 NETWORKS: dict[str, type[nn.Module]] = {"IMDN": IMDN, "IMDN_AS": IMDN_AS, "IMDN_RTC": IMDN_RTC, "IMDN_RTE": IMDN_RTE}
 
 #: Detection functions, tried in order; their key sets are disjoint.
-DETECTORS: tuple[Callable[[Mapping[str, Any]], Optional[ArchSpec]], ...] = (_detect_imdn, detect_rtc, detect_rte)
+DETECTORS: tuple[Callable[[Mapping[str, Any]], ArchSpec | None], ...] = (_detect_imdn, detect_rtc, detect_rte)
 
 
-def describe(state: Mapping[str, Any]) -> Optional[ArchSpec]:
+def describe(state: Mapping[str, Any]) -> ArchSpec | None:
     """The network type and hyper-parameters of a state dict (no ``module.`` prefix), or None."""
     for detect in DETECTORS:
         spec = detect(state)

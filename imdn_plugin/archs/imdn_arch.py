@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -235,7 +235,7 @@ class IMDN_AS(_IMDNBody):
         return self._trunk(self.fea_conv(x))
 
 
-def detect(state: Mapping[str, Any]) -> Optional[ArchSpec]:
+def detect(state: Mapping[str, Any]) -> ArchSpec | None:
     """IMDN / IMDN_AS and their sizes from a state dict (no ``module.`` prefix), else None.
 
     IMDN has one ``fea_conv.weight``; IMDN_AS two convs ``fea_conv.0`` / ``fea_conv.2``.

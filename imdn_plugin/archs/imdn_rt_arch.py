@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -270,7 +270,7 @@ def _count(state: Mapping[str, Any], pattern: str) -> int:
     return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
 
 
-def detect_rtc(state: Mapping[str, Any]) -> Optional[ArchSpec]:
+def detect_rtc(state: Mapping[str, Any]) -> ArchSpec | None:
     """IMDN_RTC and its sizes from a state dict (keys ``model.0``, ``model.1.sub.N.c1``..), else None."""
     first, up = conv_weight(state, "model.0.weight"), conv_weight(state, "model.2.weight")
     if first is None or up is None or conv_weight(state, "model.1.sub.0.c5.weight") is None:
@@ -283,7 +283,7 @@ def detect_rtc(state: Mapping[str, Any]) -> Optional[ArchSpec]:
     return ArchSpec("IMDN_RTC", num_in_ch, num_out_ch, num_feat, num_block, upscale)
 
 
-def detect_rte(state: Mapping[str, Any]) -> Optional[ArchSpec]:
+def detect_rte(state: Mapping[str, Any]) -> ArchSpec | None:
     """IMDN_RTE and its sizes from a state dict (``fea_conv.0/2``, ``block1``.. with ``c7``), else None."""
     first, up = conv_weight(state, "fea_conv.0.weight"), conv_weight(state, "upsampler.0.weight")
     if first is None or up is None or conv_weight(state, "block1.c7.weight") is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -64,7 +64,7 @@ def split_upsampler(up_ch: int, num_in_ch: int) -> tuple[int, int]:
     return num_in_ch, 0
 
 
-def conv_weight(state: Mapping[str, Any], key: str) -> Optional[torch.Tensor]:
+def conv_weight(state: Mapping[str, Any], key: str) -> torch.Tensor | None:
     """``state[key]`` when it is a 4-D tensor (a conv weight), else None."""
     t = state.get(key)
     return t if isinstance(t, torch.Tensor) and t.ndim == 4 else None

@@ -11,12 +11,12 @@ import inspect
 import json
 import re
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
 from ..archs import NETWORKS, describe
-from ..archs.complexity import NTIRE_SIZE, Complexity, count_complexity, round_k
+from ..archs.complexity import Complexity, count_complexity, round_k
 from ..errors import ConfigError
 from . import OneLineParser
 
@@ -42,7 +42,7 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, int(m.group(2)) if m.group(2) is not None else h
 
 
-def network_by_name(name: str, scale: Optional[int]) -> nn.Module:
+def network_by_name(name: str, scale: int | None) -> nn.Module:
     """A freshly initialised network: this package's by type name, else BasicSR's ``ARCH_REGISTRY``."""
     cls = NETWORKS.get(name)
     if cls is None:
@@ -85,7 +85,7 @@ def format_text(c: Complexity, what: str) -> str:
     ])  # fmt: skip
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``basicsr info (--weights FILE | --network NAME [--scale S]) [--size HxW] [--json]``."""
     args = build_parser().parse_args(argv)
     size = parse_size(args.size)

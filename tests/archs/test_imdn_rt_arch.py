@@ -9,8 +9,8 @@ conversion is applied by the test, on the reference's side.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
