@@ -12,20 +12,25 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from ..archs import NETWORKS, describe
-from ..archs.complexity import Complexity, count_complexity, round_k
 from ..errors import ConfigError
 from . import OneLineParser
+
+if TYPE_CHECKING:  # torch is imported after the arguments are parsed
+    from torch import nn
+
+    from ..archs.complexity import Complexity
+
+#: The package's own networks (``imdn_plugin.archs.NETWORKS``; a test checks they agree).
+OWN_NETWORKS = ("IMDN", "IMDN_AS", "IMDN_RTC", "IMDN_RTE")
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="basicsr info", description=__doc__.split("\n\n")[0].replace("``", ""))
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--weights", help="a checkpoint file (network and sizes read off its tensors)")
-    what.add_argument("--network", help=f"a registered architecture by name ({', '.join(NETWORKS)} or any in BasicSR's ARCH_REGISTRY)")
+    what.add_argument("--network", help=f"a registered architecture by name ({', '.join(OWN_NETWORKS)} or any in BasicSR's ARCH_REGISTRY)")
     p.add_argument("--scale", type=int, default=None, help="with --network: its upscale argument")
     p.add_argument("--size", default="256x256", help="input size HxW (or one number) for the NTIRE counts (default 256x256)")
     p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
@@ -44,6 +49,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def network_by_name(name: str, scale: int | None) -> nn.Module:
     """A freshly initialised network: this package's by type name, else BasicSR's ``ARCH_REGISTRY``."""
+    from ..archs import NETWORKS
+
     cls = NETWORKS.get(name)
     if cls is None:
         from . import load_plugins
@@ -69,11 +76,15 @@ def network_by_name(name: str, scale: int | None) -> nn.Module:
 
 
 def describe_network(network: nn.Module) -> str:
+    from ..archs import describe
+
     spec = describe(network.state_dict())
     return str(spec) if spec is not None else type(network).__name__
 
 
 def format_text(c: Complexity, what: str) -> str:
+    from ..archs.complexity import round_k
+
     h, w = c.input_size
     return "\n".join([
         f"architecture: {what}",
@@ -89,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``basicsr info (--weights FILE | --network NAME [--scale S]) [--size HxW] [--json]``."""
     args = build_parser().parse_args(argv)
     size = parse_size(args.size)
+    from ..archs.complexity import count_complexity
     if args.weights is not None:
         if args.scale is not None:
             raise ConfigError("--scale: goes with --network (a checkpoint's scale is read off its tensors)")

@@ -67,3 +67,10 @@ def test_authors_files_beside_the_paper(reference: Path, capsys: pytest.CaptureF
         biases = 64 + 6 * (3 * 64 + 16 + 64 + 4 + 64) + 64 + 64 + 3 * s * s  # fea, 6 x (c1-c5, CCA), c, LR_conv, up
         weights_lr = d["params"] - biases - 6 * 2 * 64 * 4  # less the CCA weights (run on 1x1 maps)
         assert d["macs_per_output_pixel"] == pytest.approx(weights_lr / s**2, rel=1e-4)
+
+
+def test_the_help_lists_the_package_networks() -> None:
+    from imdn_plugin.archs import NETWORKS
+    from imdn_plugin.cli.info import OWN_NETWORKS
+
+    assert OWN_NETWORKS == tuple(NETWORKS)
