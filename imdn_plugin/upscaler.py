@@ -64,7 +64,7 @@ class Upscaler:
             "cuda" if torch.cuda.is_available() and options.backend == "torch" else "cpu"
         )
         net, spec = load_network(weights, param_key)
-        if spec.type == "IMDN":
+        if spec.type != "IMDN_AS":  # fixed-factor networks (IMDN, IMDN_RTC, IMDN_RTE)
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(
                     f"--scale {scale:g}: {weights} is {spec}; it only upscales x{spec.upscale} "
@@ -78,7 +78,7 @@ class Upscaler:
         self.spec, self.device, self.precision = spec, device, options.precision
         self.out_scale = spec.scale * self.pre_scale
         self.predict = build_predictor(net.to(device), options)
-        logger.info("loaded %s from %s", spec, weights)
+        logger.info("loaded %s from %s; inference path: %s", spec, weights, getattr(self.predict, "path", "?"))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Output ``(height, width)`` of an ``h×w`` input; :class:`InferenceError` above the pixel limit

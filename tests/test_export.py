@@ -217,7 +217,10 @@ def test_checkpoint_that_is_not_imdn_is_a_one_line_error(tmp_path: Path) -> None
     torch.save({"params": torch.nn.Conv2d(3, 8, 3).state_dict()}, ckpt)
     with pytest.raises(CheckpointError) as info:
         export_cli.main(["--weights", str(ckpt), "-o", str(tmp_path / "x.onnx")])
-    assert str(info.value) == f"{ckpt}: not an IMDN or IMDN_AS checkpoint"
+    assert str(info.value) == (
+        f"{ckpt}: not a checkpoint of a network this plugin knows (IMDN, IMDN_AS, IMDN_RTC, IMDN_RTE): "
+        "found 2 tensors, 224 values, keys weight, bias"
+    )
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -236,7 +239,7 @@ def test_bad_options_are_one_line_errors(kwargs: dict, message: str, tmp_path: P
 
 
 def test_not_an_imdn_network_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="expected an IMDN or IMDN_AS network, got Conv2d"):
+    with pytest.raises(ConfigError, match="expected one of IMDN, IMDN_AS, IMDN_RTC, IMDN_RTE, got Conv2d"):
         export_onnx(torch.nn.Conv2d(3, 3, 3), tmp_path / "m.onnx")
 
 

@@ -1,4 +1,4 @@
-"""``basicsr infer``: upscale an image or a folder with an IMDN / IMDN_AS checkpoint.
+"""``basicsr infer``: upscale an image or a folder with an IMDN / IMDN_AS / IMDN_RTC / IMDN_RTE checkpoint.
 
 The network type, width, depth and scale are read off the checkpoint's shapes.
 IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``--scale``
@@ -85,7 +85,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed; not a file)")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
-    p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN: must match")
+    p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN, IMDN_RTC, IMDN_RTE: must match")
     p.add_argument("--mode", default="auto", choices=("auto", "whole", "acs", "tile"),
                    help="auto (default): tiles with --tile or when the image would not fit in memory, else ACS for "
                         "IMDN_AS and the whole image for IMDN; whole: one pass (IMDN_AS padded; what tiles reproduce)")  # fmt: skip

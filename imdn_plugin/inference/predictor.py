@@ -143,7 +143,8 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
         if mode == "auto":
             if tile is None:
                 tile = auto_tile(network, x, forward.device)
-            mode = "tile" if tile is not None else ("acs" if multiple > 1 else "whole")
+            # ACS (paper §3.3) crops to multiples of 4 for IMDN_AS; other multiples (IMDN_RTE: 2) are padded.
+            mode = "tile" if tile is not None else ("acs" if multiple == cropping.ACS_MULTIPLE else "whole")
         if mode == "tile":
             assert tile is not None
             y = tiled(x, tile, out)
