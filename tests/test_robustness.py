@@ -102,6 +102,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
     from tests.integration.test_training import write_opt
 

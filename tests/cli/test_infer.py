@@ -103,6 +103,7 @@ def test_imdn_as_any_scale(weights: dict[str, Path], tmp_path: Path, scale, tile
     assert out.shape[:2] == (round(21 * s), round(30 * s))
 
 
+@pytest.mark.slow
 def test_scale_mismatch_for_imdn_is_a_clear_error(weights: dict[str, Path], tmp_path: Path) -> None:
     src = tmp_path / "in"
     images(src)

@@ -28,12 +28,14 @@ def set5_overrides(reference: Path, scale: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_help_lists_this_plugin(tmp_path: Path) -> None:
     res = run(["--help"], tmp_path)
     assert res.returncode == 0
     assert "basicsr train" in res.stdout and "imdn" in res.stdout.split("Plugins found:")[1]
 
 
+@pytest.mark.slow
 def test_module_entry_point_is_the_same_command(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "imdn_plugin", "nonsense"], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 2 and "unknown command 'nonsense'" in res.stderr
@@ -44,6 +46,7 @@ def _listing(folder: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*")) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_set5_x4_reproduces_paper_table5(reference: Path, tmp_path: Path) -> None:
     checkout_results = _listing(REPO / "results")  # a user's earlier `basicsr test` run may have made one
     res = run(["test", "-opt", str(REPO / "options/test_IMDN_x4.yml"), *set5_overrides(reference, 4)], tmp_path)

@@ -285,6 +285,7 @@ def test_tiled_imdn_close_to_whole() -> None:
     assert _psnr(got, want) > 50
 
 
+@pytest.mark.slow
 def test_tiled_imdn_x4_set5_close_to_whole() -> None:
     ref = _need_reference()
     net = _load(IMDN(upscale=4), ref / "checkpoints" / "IMDN_x4.pth")

@@ -16,6 +16,7 @@ def python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_basicsr_imports_after_the_plugin_without_pth() -> None:
     # -S skips every .pth file; site-packages is put back on sys.path by hand, so only
     # `import imdn_plugin` (from the repository root) can make `import basicsr` work.
