@@ -113,9 +113,14 @@ def live(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     with torch.no_grad():
         for cca in layers:
             squeeze, excite = cca.conv_du[0], cca.conv_du[2]
-            # positive squeeze weights (averaging the C statistics): the ReLU passes them on
+            # positive squeeze weights (averaging the C statistics): the ReLU passes them on;
+            # where there are several squeeze channels, every second one is negative (the ReLU
+            # zeroes it), so that the ReLU itself matters too.
             squeeze.weight.uniform_(0.5, 1.5).div_(squeeze.in_channels)
             squeeze.bias.uniform_(0.1, 0.3)  # a negative mean of c4's output stays above 0
+            if squeeze.out_channels > 1:
+                squeeze.weight[1::2].neg_()
+                squeeze.bias[1::2].neg_()
             excite.weight.normal_(0, 2.0)  # gates spread over (0, 1), few saturated
             excite.bias.normal_(0, 0.2)
     return net
@@ -174,11 +179,14 @@ def _variants() -> dict[str, Callable[[Tensor], Tensor]]:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cca_matches_eq5_with_live_statistics(seed: int) -> None:
-    layer = live(CCALayer(32, reduction=16), seed)
+    layer = live(CCALayer(64, reduction=16), seed)
     g = torch.Generator().manual_seed(seed)
     # Channels with very different means and stds (both matter for the gate).
-    x = torch.randn(2, 32, 9, 7, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 32)[:, None, None].double()
-    x = x + torch.linspace(-1, 2, 32, dtype=torch.float64)[:, None, None]
+    x = torch.randn(2, 64, 9, 7, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 64)[:, None, None].double()
+    x = x + torch.linspace(-1, 2, 64, dtype=torch.float64)[:, None, None]
+    # Squeeze outputs before the ReLU: some positive (passed on), some negative (zeroed).
+    pre = layer.conv_du[0](contrast(x)[:, :, None, None])
+    assert (pre > 1e-3).any() and (pre < -1e-3).any()
     sd = {k: v for k, v in layer.state_dict().items()}
     with torch.no_grad():
         got = layer(x)
@@ -208,20 +216,26 @@ def test_cca_gate_depends_on_both_mean_and_std() -> None:
 
 
 def test_cca_low_precision_statistics_with_live_gate() -> None:
-    """fp32 is one var_mean pass (bit-identical); bf16 / fp16 reduce in fp32 (a sum > 65504 stays finite)."""
+    """fp32 is one var_mean pass (bit-identical); bf16 / fp16 reduce in fp32 (a sum > 65504 stays
+    finite) and give Eq. 5's population std and mean to their own precision."""
     layer = live(CCALayer(16), 4).float()
     x = torch.randn(2, 16, 11, 9) * 2 + 1
     var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
     with torch.no_grad():
         assert torch.equal(layer(x), x * layer.conv_du(var.sqrt() + mean))
         assert (layer(x) / x).std() > 0.05  # a live gate
-    big = 1 + 0.1 * torch.randn(1, 16, 300, 300)
+    # 300x300 maps near 1 (the fp16 sum overflows) with stds from 0.2 to 0.9 (std != var, != var(n-1)).
+    big = 1 + torch.randn(1, 16, 300, 300) * torch.linspace(0.2, 0.9, 16)[:, None, None]
+    want_m, want_s = big.mean(dim=(2, 3), keepdim=True), big.std(dim=(2, 3), keepdim=True, correction=0)
     for dtype in (torch.float16, torch.bfloat16):
+        m, s = CCALayer.statistics(big.to(dtype))
+        assert m.dtype == s.dtype == dtype and m.shape == s.shape == (1, 16, 1, 1)
+        rel = 2 ** -8 if dtype == torch.bfloat16 else 2 ** -11  # the rounding of the result to the dtype
+        torch.testing.assert_close(m.float(), want_m, rtol=2 * rel, atol=2e-3)
+        torch.testing.assert_close(s.float(), want_s, rtol=2 * rel, atol=1e-3)
         with torch.no_grad():
             out = layer.to(dtype)(big.to(dtype)).float()
-            want = big * layer.float().conv_du(big.std(dim=(2, 3), keepdim=True, correction=0) + big.mean(dim=(2, 3), keepdim=True))
         assert torch.isfinite(out).all()
-        assert (out - want).abs().max() < 0.05, dtype
 
 
 # --------------------------------------------------------------------------- IMDB
