@@ -86,3 +86,43 @@ def test_gray_without_alpha_stays_single_channel(up: Upscaler, tmp_path: Path) -
     src = tmp_path / "g.png"
     cv2.imwrite(str(src), np.random.default_rng(3).integers(0, 256, (4, 6), dtype=np.uint8))
     assert _decode(up.upscale_file(src)).shape == (8, 12)
+
+
+# --------------------------------------------------------------------------- the pixel limit
+
+
+@pytest.mark.parametrize("limit, ok", [(119, False), (120, True), (121, True)])
+def test_output_pixel_limit_bound(tmp_path: Path, monkeypatch, limit: int, ok: bool) -> None:
+    """IMDN_AS at x2 on a 5x6 input: a 10x12 = 120-pixel output, refused only above the limit."""
+    from imdn_plugin.archs import IMDN_AS
+    from imdn_plugin.errors import InferenceError
+
+    path = tmp_path / "as.pth"
+    torch.save(IMDN_AS(num_feat=16, num_block=1).state_dict(), path)
+    monkeypatch.setenv("IMDN_MAX_PIXELS", str(limit))
+    up = Upscaler(path, scale=2, device="cpu")
+    if ok:
+        assert up.output_size(5, 6) == (10, 12)
+        assert up(np.full((5, 6, 3), 0.5, np.float32)).shape == (10, 12, 3)
+    else:
+        with pytest.raises(InferenceError, match="the output would be 12x10 = 120 pixels, above the limit of 119"):
+            up.output_size(5, 6)
+
+
+@pytest.mark.parametrize("limit, ok", [("29", False), ("30", True), ("0", None), ("-3", None), ("x", None)])
+def test_input_pixel_limit_bound(tmp_path: Path, monkeypatch, limit: str, ok) -> None:
+    """A 5x6 input (30 pixels) is read at a limit of 30, refused at 29; a bad limit is a ConfigError."""
+    from imdn_plugin.data import imageio
+    from imdn_plugin.errors import ConfigError
+
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), np.zeros((5, 6, 3), np.uint8))
+    monkeypatch.setenv("IMDN_MAX_PIXELS", limit)
+    if ok is None:
+        with pytest.raises(ConfigError, match=rf"IMDN_MAX_PIXELS='{limit}': must be a positive whole number"):
+            imageio.read(src)
+    elif ok:
+        assert imageio.read(src).bgr.shape == (5, 6, 3)
+    else:
+        with pytest.raises(imageio.ImageReadError, match="6x5 = 30 pixels, above the limit of 29"):
+            imageio.read(src)
