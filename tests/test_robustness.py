@@ -32,6 +32,7 @@ MODES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["IMDN_x2", "IMDN_AS"])
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_random_sizes_and_channels_never_crash(arch: str, mode: str, device: torch.device) -> None:

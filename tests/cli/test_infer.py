@@ -90,6 +90,7 @@ def test_alpha_is_kept(weights: dict[str, Path], tmp_path: Path) -> None:
     assert alpha[:15].max() <= 5 and alpha[21:].min() >= 250
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale, tile", [(None, None), (2.5, None), (3.7, 16)])
 def test_imdn_as_any_scale(weights: dict[str, Path], tmp_path: Path, scale, tile) -> None:
     src = tmp_path / "x.png"

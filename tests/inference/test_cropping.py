@@ -135,6 +135,7 @@ def test_acs_matches_equations(size: tuple[int, int], padding: int) -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_acs_matches_equations_real_checkpoint() -> None:
     ref = _need_reference()
     net = _load(IMDN_AS(), ref / "checkpoints" / "IMDN_AS.pth")

@@ -75,6 +75,7 @@ def test_non_finite_output_is_an_error_not_an_image(name: str) -> None:
         predict(torch.rand(1, 3, 40, 40), out=out)
 
 
+@pytest.mark.slow
 def test_one_tile_per_call_on_cpu_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     batches: list[int] = []
     real = predictor_mod.tiling.tiled_forward
