@@ -89,6 +89,7 @@ def test_validation_reader_handles_16bit_gray_rgba_palette(tmp_path: Path) -> No
 
 NAN_DRIVER = """
 import sys, torch
+import imdn_plugin  # first: an editable install has no .pth hook that lets BasicSR import on its own
 from basicsr.losses.basic_loss import L1Loss
 calls = {"n": 0}
 real = L1Loss.forward
@@ -96,7 +97,6 @@ def forward(self, pred, target, weight=None, **kw):
     calls["n"] += 1
     out = real(self, pred, target, weight, **kw)
     return out * float("nan") if calls["n"] == 6 else out
-import imdn_plugin
 L1Loss.forward = forward
 from imdn_plugin.cli import main
 sys.exit(main(sys.argv[1:]))
