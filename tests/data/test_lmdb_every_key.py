@@ -120,3 +120,10 @@ def test_subimage_geometry_bounds(crop: int, step: int, thresh: int, ok: bool) -
     else:
         with pytest.raises(ValueError, match="bad crop geometry"):
             div2k.subimage_positions(2, 3, crop, step, thresh)
+
+
+@pytest.mark.parametrize("scales, mod", [([2], 12), ([3], 12), ([2, 3, 4], 12), ([8], 24), ([5], 60), ([1], 12)])
+def test_default_mod_crop_is_lcm_of_2_3_4_and_the_scales(scales: list[int], mod: int) -> None:
+    """HR images are mod-cropped to one multiple for every scale of the paper (x2, x3, x4) and the
+    ones asked for, so that the HR LMDB is the same whichever scales are prepared with it."""
+    assert div2k.default_mod(scales) == mod

@@ -279,3 +279,24 @@ def test_openvino_gets_the_precision_hint_and_reports_what_ran(monkeypatch, prec
     with torch.no_grad():
         tol = 1e-4 if forward.precision == "fp32" else 0.1
         assert (forward(x) - net(x)).abs().max().item() < tol
+
+
+# --------------------------------------------------------------------------- padding to a multiple
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (7, 8), (5, 6), (9, 4), (1, 1)])
+def test_pad_forward_replicates_the_edge(h: int, w: int) -> None:
+    """Sides already multiples of 4 are not padded; others are padded by repeating the last row /
+    column (computed here by index), and the crop is the top-left scale*H x scale*W."""
+    net = _conv_stack()
+    x = torch.rand(1, 3, h, w) + 0.5  # far from 0: zero padding would show
+    hp, wp = -(-h // 4) * 4, -(-w // 4) * 4
+    rows = torch.clamp(torch.arange(hp), max=h - 1)
+    cols = torch.clamp(torch.arange(wp), max=w - 1)
+    padded = x[:, :, rows][:, :, :, cols]
+    rec = Recorder(net)
+    with torch.no_grad():
+        got = pad_forward(rec, x, multiple=4, scale=1)
+        want = net(padded)[..., :h, :w]
+    assert rec.shapes == [(1, 3, hp, wp)]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
