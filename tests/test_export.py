@@ -57,6 +57,7 @@ def max_diff_to_torch(net: torch.nn.Module, path: Path, size: tuple[int, int], f
     return float((got.double() - expected.double()).abs().max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_round_trip_matches_torch_forward(name: str, precision: str, tmp_path: Path, device: torch.device) -> None:
@@ -91,6 +92,7 @@ def test_axes_are_dynamic(tmp_path: Path) -> None:
     assert run_onnx(path, torch.rand(3, 3, 5, 71)).shape == (3, 3, 15, 213)
 
 
+@pytest.mark.slow
 def test_default_size_network_round_trip(tmp_path: Path, device: torch.device) -> None:
     torch.manual_seed(1)
     net = IMDN(upscale=4).eval().to(device)  # paper size: 64 channels, 6 IMDBs
@@ -98,6 +100,7 @@ def test_default_size_network_round_trip(tmp_path: Path, device: torch.device) -
     assert max_diff_to_torch(net, report.path, (37, 53), False, device) <= 1e-4
 
 
+@pytest.mark.slow
 def test_authors_weights_export_and_match(reference: Path, tmp_path: Path, device: torch.device) -> None:
     weights = reference / "checkpoints" / "IMDN_x4.pth"
     if not weights.is_file():

@@ -53,6 +53,7 @@ def test_builtin_spandrel_does_not_claim_authors_files(reference: Path, name: st
         loader.load_from_file(reference / "checkpoints" / name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(AUTHORS))
 def test_authors_files_load_and_match(reference: Path, name: str) -> None:
     imdn_spandrel.install()

@@ -46,6 +46,7 @@ def test_writer_records_size_and_checksums(prepared: dict[str, Path]) -> None:
     assert verify_lmdb(prepared["hr"]) == 21 and check_lmdb_keys(prepared["X2"]) == 21
 
 
+@pytest.mark.slow
 def test_truncated_data_mdb_is_reported_by_the_rerun_and_at_training_start(prepared: dict[str, Path]) -> None:
     data = prepared["hr"] / "data.mdb"
     size = data.stat().st_size

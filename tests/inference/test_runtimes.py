@@ -35,6 +35,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", RUNTIMES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("how", ["auto", "whole", "tile-global", "tile-local"])
@@ -98,6 +99,7 @@ def test_bad_backend_options_are_refused() -> None:
     assert InferenceOptions(backend="openvino", channels_last=False, compile=False).backend == "openvino"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_infer_command_with_a_backend(backend: str, tmp_path: Path) -> None:
     torch.manual_seed(2)

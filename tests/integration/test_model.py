@@ -48,6 +48,7 @@ def run(model, lq: torch.Tensor) -> torch.Tensor:
 SIZES = [(n, n) for n in range(1, 65)] + [(1, 64), (64, 1), (2, 300), (300, 2), (5, 7), (97, 131), (255, 253)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "net_opt, scale",
     [({"type": "IMDN", "upscale": 3, **SMALL}, 3), ({"type": "IMDN_AS", **SMALL}, 1)],
@@ -121,6 +122,7 @@ def train_model(**train_extra):
     return build_model(opt)
 
 
+@pytest.mark.slow
 def test_channels_last_training_step_matches_the_plain_step() -> None:
     torch.manual_seed(5)
     batch = {"lq": torch.rand(2, 3, 12, 12), "gt": torch.rand(2, 3, 24, 24)}

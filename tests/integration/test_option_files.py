@@ -93,6 +93,7 @@ def test_as_shipped_only_the_data_is_missing(path: Path, tmp_path: Path, monkeyp
         check(path, path.stem.startswith("train"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", OPTION_FILES, ids=[p.stem for p in OPTION_FILES])
 def test_runs_on_tiny_data(path: Path, tiny_sr_data: Path, basicsr_in_process, tmp_path: Path) -> None:
     opt = adapt(load(path), tiny_sr_data)
