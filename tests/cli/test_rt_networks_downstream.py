@@ -136,3 +136,12 @@ def test_released_files_export_and_load_in_spandrel(reference: Path, name: str, 
     assert model.architecture.id == name.replace("model_", "IMDN_").removesuffix(".pth")
     assert basicsr_main(["export", "--weights", str(path), "-o", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_registered_with_basicsr() -> None:
+    import imdn_plugin
+
+    imdn_plugin.register()
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    assert ARCH_REGISTRY.get("IMDN_RTC") is IMDN_RTC and ARCH_REGISTRY.get("IMDN_RTE") is IMDN_RTE
