@@ -415,7 +415,8 @@ class Options:
     scale: Any = _f(Check(f"a number from 1 to {MAX_SCALE}", _scale))
     num_gpu: Any = _f(Check("auto or an integer >= 0", _num_gpu), "auto")
     manual_seed: int | None = _f(Maybe(Int(0, 2**31 - 1), "a random seed"))
-    datasets: tuple = _f(Rule(), required=True)  # checked by _datasets
+    datasets: tuple = _f(Check("a mapping of phase (train, val_<n>, test_<n>) to dataset options", lambda v, k: v),
+                         required=True)  # checked by _datasets
     network_g: Component | None = _f(NETWORK, required=True)
     network_d: Component | None = _f(NETWORK)
     path: PathOptions = _f(Maybe(Block(PathOptions)))
@@ -424,7 +425,7 @@ class Options:
     logger: LoggerOptions | None = _f(Maybe(Block(LoggerOptions)))
     dist_params: DistParams | None = _f(Maybe(Block(DistParams)))
     find_unused_parameters: bool = _f(Bool(), False)
-    inference: InferenceOptions = _f(Rule())  # checked by InferenceOptions.from_dict
+    inference: InferenceOptions = _f(Check("the inference: block (below)", lambda v, k: v))  # InferenceOptions
     # set by the command: a value in the file is replaced
     is_train: bool | None = _f(Maybe(Bool()))
     dist: bool | None = _f(Maybe(Bool()))
