@@ -36,7 +36,7 @@ except ModuleNotFoundError as _exc:
     raise ImportError('imdn_plugin.spandrel needs spandrel: pip install "imdn-plugin[spandrel]"') from None
 
 from .archs import IMDN, IMDN_AS
-from .checkpoint import describe, extract_state_dict, load_into, split_param_groups
+from .checkpoint import build_checked, check_tensors, describe, extract_state_dict, load_into, split_param_groups
 from .errors import CheckpointError
 
 __all__ = ["ARCHITECTURES", "CCA_STATS_HALF_SAFE", "IMDNArch", "IMDN_ASArch", "install"]
@@ -94,10 +94,10 @@ class _IMDNFamilyArch(Architecture[Union[IMDN, IMDN_AS]]):
         spec = describe(state)
         if spec is None or spec.type != self.arch_type:
             raise CheckpointError(f"spandrel state dict: not an {self.arch_type} state dict ({spec or 'unrecognised'})")
-        opt = spec.network_opt()
-        opt.pop("type")
-        model: Union[IMDN, IMDN_AS] = (IMDN if self.arch_type == "IMDN" else IMDN_AS)(**opt)
-        load_into(model, state, strict=True, source=f"spandrel {self.arch_type} state dict")
+        source = f"spandrel {self.arch_type} state dict"
+        check_tensors(state, source)  # dtypes and strides, then the shapes on a meta network: before allocating
+        model: Union[IMDN, IMDN_AS] = build_checked(spec, state, source)  # type: ignore[assignment]
+        load_into(model, state, strict=True, source=source)
         return ImageModelDescriptor(
             model,
             state,
