@@ -229,3 +229,20 @@ def test_only_rank_0_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         patches.release_run_locks()
     assert el.read_lock_record(tmp_path / "r0") == {}
+
+
+def test_takeover_never_calls_a_live_pid_no_longer_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A left record naming a PID that exists now (PID 1 in a container, a reused PID): the message
+    says the lock was left, and that the PID is now another process (issue 20)."""
+    import socket
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    record = {"pid": 1, "host": socket.gethostname(), "started": 0, "command": "training"}
+    (folder / el.LOCK_NAME).write_text(json.dumps(record))
+    with caplog.at_level("WARNING"):
+        lock = el.ExperimentLock(folder).acquire()
+    lock.release()
+    assert "no longer running" not in caplog.text
+    assert "taking over the lock left by a training run (PID 1 on " in caplog.text
+    assert "PID 1 now belongs to another process" in caplog.text
