@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ..checkpoint import load_network
-from ..export import DEFAULT_OPSETS, EXPORTERS, OPSET_RANGE, PRECISIONS, export_onnx
+from ..export import DEFAULT_OPSETS, EXPORTERS, OPSET_RANGE, PRECISIONS, check_writable, export_onnx
 from . import OneLineParser
 
 
@@ -37,6 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``basicsr export --weights FILE -o OUT.onnx [...]``; raises :class:`PluginError` on user errors."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    check_writable(Path(args.output))  # a read-only folder: refused before the checkpoint is even read
     network, _ = load_network(args.weights, args.param_key, exact_key=args.param_key is not None)
     report = export_onnx(
         network, args.output, precision=args.precision, opset=args.opset, check=not args.no_check,

@@ -212,6 +212,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         if problem:
             raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
     check_resume(opt, resume_state["iter"])
+    _TAKEN.append(opt["path"]["experiments_root"])
     return resume_state
 
 
@@ -257,13 +258,15 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
 # ---------------------------------------------------------------------------- one run per folder
 #: The folders this process holds for the pipeline run in progress (by real path).
 _RUN_LOCKS: dict[str, ExperimentLock] = {}
-#: Every folder a pipeline run of this process took (kept after the release): an error
-#: after the first one is a failure during work (exit status 1), not a refusal.
+#: Every folder a pipeline run of this process started its work in (kept after the release):
+#: an error after that is a failure during the work (exit status 1), not a refusal.
 _TAKEN: list[str] = []
 
 
 def folders_taken() -> list[str]:
-    """The experiment / results folders pipeline runs of this process have taken so far."""
+    """The experiment / results folders pipeline runs of this process have started work in: a
+    training state was loaded to resume (:func:`load_resume_state`) or the folders were made
+    (:func:`make_exp_dirs`, which also moves a previous run's files aside)."""
     return list(_TAKEN)
 _RELEASE_FLAG = "_imdn_plugin_releases_locks"
 
@@ -298,7 +301,6 @@ def lock_run_folder(folder: str, command: str) -> None:
     key = osp.realpath(folder)
     if key not in _RUN_LOCKS:
         _RUN_LOCKS[key] = ExperimentLock(folder, command).acquire()
-        _TAKEN.append(folder)
 
 
 def release_run_locks() -> None:
@@ -330,11 +332,13 @@ def make_exp_dirs(opt: dict) -> None:
     folder is locked first (:func:`lock_run_folder`), then its previous contents
     are moved into ``<name>_archived_<time>/``; the folder itself stays.
     """
-    if _rank() != 0:
-        return
     path_opt = dict(opt["path"])
     root = path_opt.pop("experiments_root" if opt["is_train"] else "results_root")
+    if _rank() != 0:
+        _TAKEN.append(root)  # rank 0 makes the folders; from here on every rank is working
+        return
     lock_run_folder(root, "training" if opt["is_train"] else "test")
+    _TAKEN.append(root)
     archive_contents(root)
     for key, path in path_opt.items():
         if "strict_load" in key or "pretrain_network" in key or "resume" in key or "param_key" in key:

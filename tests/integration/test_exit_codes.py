@@ -42,8 +42,10 @@ def _flip_one_bit_in_every_value(path: Path) -> None:
     data = bytearray((path / "data.mdb").read_bytes())
     for value in values:
         idat = value.index(b"IDAT") + 8
-        at = data.index(value[:idat + 16])
-        data[at + idat + 4] ^= 0x10
+        at = data.find(value[:idat + 16])
+        while at >= 0:  # every copy: LMDB may keep stale copies of a page
+            data[at + idat + 4] ^= 0x10
+            at = data.find(value[:idat + 16], at + 1)
     (path / "data.mdb").write_bytes(bytes(data))
 
 
