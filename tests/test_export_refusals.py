@@ -52,12 +52,21 @@ def test_unwritable_folder_refused_before_exporting(tmp_path: Path, monkeypatch,
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(export.tempfile, "mkstemp", no_write)
-    exported = []
+    exported, loaded = [], []
     real = export._to_onnx
     monkeypatch.setattr(export, "_to_onnx", lambda *a: exported.append(1) or real(*a))
+    import imdn_plugin.cli.export as cli_export
+
+    real_load = cli_export.load_network
+    monkeypatch.setattr(cli_export, "load_network", lambda *a, **k: loaded.append(1) or real_load(*a, **k))
     rc, err = _cli(["--weights", str(weights), "-o", str(out)], monkeypatch, capsys)
-    assert rc == 2 and exported == [], err
+    assert rc == 2 and exported == [] and loaded == [], err  # before the checkpoint is even read
     assert err.strip() == f"basicsr: error: {out}: cannot be written (Permission denied); nothing was exported"
+    # the library function checks it too, before exporting
+    net = IMDN(num_feat=16, num_block=1, upscale=2)
+    with pytest.raises(ConfigError, match="cannot be written \\(Permission denied\\)"):
+        export.export_onnx(net, out)
+    assert exported == []
 
 
 def test_check_writable_for_a_folder_still_to_create(tmp_path: Path, monkeypatch) -> None:
