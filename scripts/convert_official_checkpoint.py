@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import imdn_plugin  # noqa: F401
-from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.checkpoint import (
+    build_checked,
     describe,
     load_into,
     load_state_dict,
@@ -42,8 +42,7 @@ def main(argv=None) -> int:
         spec = describe(state)
         if spec is None:
             raise PluginError(f"{args.input}: not an IMDN or IMDN_AS checkpoint")
-        opt = spec.network_opt()
-        net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
+        net = build_checked(spec, state, source=str(args.input))  # shapes checked before allocating
         load_into(net, state, strict=True, source=str(args.input))
         save_network_file({"params": net.state_dict()}, args.output, overwrite=args.force)
     except PluginError as exc:

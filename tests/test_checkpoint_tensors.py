@@ -142,3 +142,19 @@ def test_spandrel_refuses_the_crafted_file_before_allocating(tmp_path: Path) -> 
     imdn_spandrel.install()
     with pytest.raises(CheckpointError, match=r"fea_conv.weight' of shape \(65536, 3, 3, 3\) has overlapping strides"):
         spandrel.ModelLoader().load_from_file(path)
+
+
+def test_convert_script_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_official_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("convert_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = _state()
+    state["fea_conv.weight"] = torch.randn(20, 3, 3, 3)
+    torch.save(state, tmp_path / "nf20.pth")
+    assert module.main([str(tmp_path / "nf20.pth"), str(tmp_path / "out.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "which IMDN cannot build: IMDN: num_feat must be a positive multiple of 16, got 20" in err
+    assert not (tmp_path / "out.pth").exists()
