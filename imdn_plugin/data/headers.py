@@ -12,6 +12,11 @@ Radiance HDR and Sun raster.  Other formats (OpenEXR, JPEG 2000) give
 ``None``: OpenCV's own limit applies while decoding, and the caller checks
 the decoded size.  Any malformed header also gives ``None`` (the decoder then
 reports what is wrong).
+
+:func:`truncation_problem` tells a PNG / JPEG cut short (no end marker) from
+one followed by other data (a phone's "motion photo"), and :func:`frame_count`
+counts the frames of APNG, animated WebP and multi-page TIFF files (OpenCV
+decodes the first), both by walking the chunk / segment / IFD structure.
 """
 from __future__ import annotations
 

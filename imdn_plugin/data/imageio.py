@@ -20,7 +20,13 @@ Every read refuses, with :class:`ImageReadError`:
   header before anything is allocated (:mod:`.headers`), or after decoding for
   formats whose header is not parsed;
 * anything OpenCV's decoder raises (``cv2.error``: its own limits, corrupt data);
+* PNG / JPEG files cut short (no end marker; data *after* the end marker is
+  accepted, see :func:`.headers.truncation_problem`);
 * float images (TIFF, EXR, PFM, HDR) holding NaN or Inf.
+
+Lossy conversions are logged as warnings, once per file (:func:`notice`):
+float samples outside [0, 1] clipped, the first frame of a multi-frame file
+used, an alpha channel dropped for training.
 
 ``read(..., orientation=True)`` / ``decode(..., orientation=True)`` (used by
 ``basicsr infer`` and :class:`~imdn_plugin.upscaler.Upscaler`) turn the image
