@@ -100,7 +100,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         keep_freed_memory()
     taken_before = len(_folders_taken())
     try:
-        if command in ("train", "test"):
+        if command == "test":
+            from .infer import _sigterm_as_interrupt
+
+            with _sigterm_as_interrupt():  # kill/timeout: the image being written leaves no temporary
+                _run_pipeline(command, rest)
+        elif command == "train":
             _run_pipeline(command, rest)
         elif command == "infer":
             from .infer import main as infer_main

@@ -134,3 +134,37 @@ def test_refusal_of_a_run_started_after_another_in_this_process_is_still_2(
     capsys.readouterr()
     assert basicsr_in_process("test", "-opt", str(bad)) == 2
     assert "stopped" not in capsys.readouterr().err
+
+
+TERM_DRIVER = """
+import os, signal, sys
+import cv2
+real, calls = cv2.imwrite, []
+def imwrite(path, img, params=None):
+    calls.append(path)
+    if len(calls) == 2:  # SIGTERM halfway through the second image
+        ok, buf = cv2.imencode(".png", img)
+        with open(path, "wb") as f:
+            f.write(buf.tobytes()[: len(buf) // 2])
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(path, img, params or [])
+cv2.imwrite = imwrite
+import imdn_plugin
+from imdn_plugin.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_saving_test_images_leaves_whole_files_only(tiny_sr_data: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    opt = write_test_opt(tmp_path, tiny_sr_data, lambda o: o["val"].update(save_img=True))
+    driver = tmp_path / "driver.py"
+    driver.write_text(TERM_DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IMDN_MALLOC": "default"}
+    res = subprocess.run([sys.executable, str(driver), "test", "-opt", str(opt)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 130, res.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "results").rglob("*png*"))
+    assert files == ["ax4_IMDN_x4_test.png"], files  # the first image only: no cut-off PNG, no temporary
