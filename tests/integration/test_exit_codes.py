@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import lmdb
-import pytest
 import yaml
 
 import imdn_plugin  # noqa: F401
