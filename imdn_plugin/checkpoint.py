@@ -53,15 +53,26 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def extract_state_dict(obj: Any, param_key: Optional[str] = "params", source: str = "checkpoint") -> dict:
+def extract_state_dict(
+    obj: Any, param_key: Optional[str] = "params", source: str = "checkpoint", *, exact: bool = False
+) -> dict:
     """Return the network state dict held by a loaded checkpoint object.
 
     Looks under ``param_key`` first, then BasicSR's ``params``/``params_ema``
     (and ``state_dict``/``model``), and accepts a bare ``{name: tensor}`` dict.
-    ``module.`` prefixes are removed.
+    ``module.`` prefixes are removed.  With ``exact`` (a key the user named, e.g.
+    ``--param-key params_ema``) only ``param_key`` is used: a file without it is
+    refused, naming the keys it has, instead of falling back to another group.
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
+    if exact and param_key:
+        if not isinstance(obj.get(param_key), Mapping):
+            groups = [str(k) for k, v in obj.items() if isinstance(v, Mapping)]
+            has = (f"its groups are: {', '.join(groups)}" if groups
+                   else "it is a bare state dict (drop --param-key)")  # fmt: skip
+            raise CheckpointError(f"{source}: --param-key {param_key!r}: no such group in the file; {has}")
+        obj = {param_key: obj[param_key]}
     keys = ([param_key] if param_key else []) + [k for k in _PARAM_KEYS if k != param_key]
     for key in keys:
         if isinstance(obj.get(key), Mapping):
@@ -227,11 +238,66 @@ def split_param_groups(flat: Mapping[str, Any], param_keys: "list[str] | tuple[s
     return {key: group for key, group in groups.items() if group}
 
 
-def load_state_dict(path: PathLike, param_key: Optional[str] = "params") -> dict[str, torch.Tensor]:
-    """Load the network weights of ``path`` (any of the accepted forms); non-finite weights are refused."""
-    state = extract_state_dict(load_checkpoint(path), param_key, source=str(path))
+def load_state_dict(
+    path: PathLike, param_key: Optional[str] = "params", *, exact_key: bool = False
+) -> dict[str, torch.Tensor]:
+    """Load the network weights of ``path`` (any of the accepted forms).
+
+    Refused with :class:`CheckpointError`: tensors that are not floating point,
+    tensors whose strides overlap (:func:`check_tensors`), NaN/Inf weights, and
+    with ``exact_key`` a file without the ``param_key`` group
+    (:func:`extract_state_dict`).
+    """
+    state = extract_state_dict(load_checkpoint(path), param_key, source=str(path), exact=exact_key)
+    check_tensors(state, source=str(path))
     check_finite(state, source=str(path))
     return state
+
+
+#: Element types of network weights.  Integer tensors would be cast to float by
+#: ``load_state_dict`` without a word (an ``I32`` header over a weight gives a garbage image).
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _layout_problem(t: torch.Tensor) -> str:
+    """Why the values of ``t`` are not each stored once in its storage ('' if they are).
+
+    A crafted file can declare a tensor of shape 65536×3×3×3 with stride 0 over a
+    few bytes of storage; anything that copies it (``.contiguous()``, a network
+    built from its shape) would allocate the declared size.  Dense tensors in any
+    dimension order (``channels_last``) pass.
+    """
+    if t.numel() == 0:
+        return ""
+    dims = sorted((abs(st), sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
+    expected = 1
+    for stride, size in dims:
+        if stride < expected:
+            return f"has overlapping strides {tuple(t.stride())}: its {t.numel():,} values are not stored each once"
+        expected = stride * size
+    span = t.storage_offset() + sum((sz - 1) * abs(st) for st, sz in zip(t.stride(), t.shape)) + 1
+    if span * t.element_size() > t.untyped_storage().nbytes():
+        return "reaches past the end of its storage"
+    return ""
+
+
+def check_tensors(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse integer/bool/complex tensors and tensors with overlapping strides, before any copy.
+
+    Called on every loaded state dict (:func:`load_state_dict`), before anything
+    of the declared sizes is allocated.
+    """
+    for name, tensor in state.items():
+        if name.endswith("num_batches_tracked") and tensor.dtype == torch.int64 and tensor.numel() == 1:
+            continue  # BatchNorm's step counter (BasicSR's other networks): an integer by design
+        if tensor.dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(
+                f"{source}: tensor '{name}' is {str(tensor.dtype).removeprefix('torch.')}, not floating point; "
+                "network weights are float32/float16/bfloat16 (the file is not a network checkpoint, or corrupt)"
+            )
+        problem = _layout_problem(tensor)
+        if problem:
+            raise CheckpointError(f"{source}: tensor '{name}' of shape {tuple(tensor.shape)} {problem}; refused")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -259,11 +325,24 @@ def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
     is.  Without it (warm starts, e.g. ×4 from ×2), tensors whose shape differs
     are skipped with a warning, as BasicSR does.
     """
+    if strict:
+        check_shapes(network, state, source)
+    own = network.state_dict()
+    wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong_shape:
+        logger.warning("%s: skipping %d tensors of another shape: %s", source, len(wrong_shape), ", ".join(wrong_shape))
+        state = {k: v for k, v in state.items() if k not in wrong_shape}
+    network.load_state_dict(state, strict=strict)
+
+
+def check_shapes(network: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """:class:`CheckpointError` unless ``state`` has exactly ``network``'s names and shapes (works on a
+    ``meta`` network: nothing is copied)."""
     own = network.state_dict()
     wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    if strict and (wrong_shape or missing or unexpected):
+    if wrong_shape or missing or unexpected:
         file_spec, net_spec = describe(state), describe(own)
         file_desc = str(file_spec) if file_spec else "not an IMDN-family network"
         detail = (
@@ -275,10 +354,6 @@ def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: boo
         raise CheckpointError(
             f"{source}: checkpoint is {file_desc} but network_g is {net_spec or type(network).__name__}; {detail}"
         )
-    if wrong_shape:
-        logger.warning("%s: skipping %d tensors of another shape: %s", source, len(wrong_shape), ", ".join(wrong_shape))
-        state = {k: v for k, v in state.items() if k not in wrong_shape}
-    network.load_state_dict(state, strict=strict)
 
 
 def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None], overwrite: bool) -> None:
@@ -422,23 +497,44 @@ def save_network_file(
     save_safetensors(flat, path, overwrite=overwrite, metadata={PARAM_KEYS_METADATA: json.dumps(keys)})
 
 
-def load_network(path: PathLike, param_key: Optional[str] = "params") -> tuple[nn.Module, ArchSpec]:
+def load_network(
+    path: PathLike, param_key: Optional[str] = "params", *, exact_key: bool = False
+) -> tuple[nn.Module, ArchSpec]:
     """Build the network of a checkpoint, type and sizes read off its shapes (:func:`imdn_plugin.archs.describe`).
 
+    The sizes are checked against the file before the network is allocated
+    (:func:`build_checked`); ``exact_key``: see :func:`extract_state_dict`.
     Returns the network (CPU, train mode as constructed) with the weights loaded, and its spec.
     A file that matches none of :data:`imdn_plugin.archs.NETWORKS` is a one-line
     :class:`CheckpointError` saying what it holds.
     """
-    state = load_state_dict(path, param_key)
+    state = load_state_dict(path, param_key, exact_key=exact_key)
     spec = describe(state)
     if spec is None:
         raise CheckpointError(
             f"{path}: not a checkpoint of a network this plugin knows ({', '.join(NETWORKS)}): "
             f"found {summarize(state)}"
         )
-    try:
-        net = build(spec)
-    except ValueError as exc:  # shapes that no constructor accepts (e.g. a width not a multiple of 16)
-        raise CheckpointError(f"{path}: looks like {spec} but that network cannot be built: {exc}") from None
+    net = build_checked(spec, state, source=str(path))
     load_into(net, state, source=str(path))
     return net, spec
+
+
+def build_checked(spec: ArchSpec, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
+    """The network ``spec`` describes, built only once its shapes are known to match ``state``.
+
+    The network is first built on the ``meta`` device (no memory): a
+    hyper-parameter its constructor refuses (``num_feat`` not a multiple of
+    16, ``num_block`` 0, ``upscale`` 0) or a shape that differs from the
+    file's is a one-line :class:`CheckpointError` before anything of the
+    declared sizes is allocated; the real network then holds exactly as many
+    values as the file.
+    """
+    try:
+        with torch.device("meta"):
+            probe = build(spec)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: its shapes describe {spec}, which {spec.type} cannot build: {first}") from None
+    check_shapes(probe, state, source)  # names and shapes only: raises before the real build
+    return build(spec)

@@ -6,7 +6,15 @@ traceback; anything else is a bug and keeps its traceback.
 
 
 class PluginError(ValueError):
-    """Base class of the plugin's user-facing errors."""
+    """Base class of the plugin's user-facing errors.
+
+    ``exit_code`` is what the ``basicsr`` command exits with: 2 for a refusal
+    before any work (nothing written), 1 for a failure during the work
+    (:class:`WorkFailedError`).  ``basicsr train``/``test`` turn any error raised
+    after the run's folder was taken into 1 (see ``imdn_plugin.cli``).
+    """
+
+    exit_code: int = 2
 
 
 class ConfigError(PluginError):
@@ -31,3 +39,9 @@ class NonFiniteError(InferenceError):
 
 class ExperimentInUseError(PluginError):
     """An experiment or results folder is held by another running ``basicsr`` process."""
+
+
+class WorkFailedError(PluginError):
+    """The work had started when this went wrong (a disk filled, an export failed): exit status 1."""
+
+    exit_code = 1

@@ -26,6 +26,7 @@ import copy
 import io
 import logging
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,10 +38,10 @@ from torch import nn
 
 from .archs import NETWORKS, describe
 from .atomic import atomic_write
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, WorkFailedError
 from .version import __version__
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "PRECISIONS", "TOLERANCES", "ExportReport", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "DEFAULT_OPSETS", "EXPORTERS", "PRECISIONS", "TOLERANCES", "ExportReport", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ OPSET_RANGE = {
     "torchscript": (11, int(getattr(_onnx_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))),
     "dynamo": (18, int(getattr(_onnx_constants, "ONNX_MAX_OPSET", 23))),
 }
+#: The opset used when none is given, per exporter (the dynamo exporter starts at 18).
+DEFAULT_OPSETS = {"torchscript": DEFAULT_OPSET, "dynamo": OPSET_RANGE["dynamo"][0]}
 #: Largest absolute difference allowed between onnxruntime's output and the
 #: network's fp32 torch forward, images in [0, 1].  Measured with the authors'
 #: weights (README): fp32 ≤ 3e-6, fp16 ≤ 4.2e-3.
@@ -151,10 +154,7 @@ def _to_onnx(net: nn.Module, example: torch.Tensor, opset: int, exporter: str, s
     """Serialized ONNX model of ``net`` with dynamic batch / height / width."""
     if exporter == "torchscript":
         return module_to_onnx(net, (example,), [INPUT_NAME], opset)
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ConfigError("export: the dynamo exporter needs the onnxscript package (pip install onnxscript)") from None
+    _need_onnxscript()
     from torch.export import Dim
 
     if size_multiple > 1:
@@ -166,6 +166,35 @@ def _to_onnx(net: nn.Module, example: torch.Tensor, opset: int, exporter: str, s
         dynamic_shapes={"x": {0: Dim("batch"), 2: height, 3: width}}, verbose=False,
     )  # fmt: skip
     return program.model_proto.SerializeToString()
+
+
+def _need_onnxscript() -> None:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError("export: the dynamo exporter needs the onnxscript package (pip install onnxscript)") from None
+
+
+def check_writable(path: Path) -> None:
+    """Refuse (:class:`ConfigError`) before any work when ``path``'s folder cannot take a new file:
+    a test file is created and removed in it (or, for a folder still to be created, the nearest
+    existing one must be writable)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{path}: cannot be written ({existing} is not a folder)")
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{path}: cannot be written (cannot create folders in {existing})")
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".basicsr-export-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be written ({exc.strerror or exc}); nothing was exported") from None
 
 
 def _finish_model(data: bytes, network: str, scale: int, size_multiple: int, precision: str) -> bytes:
@@ -200,16 +229,16 @@ def _run_check(
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed.numpy()})
     except Exception as exc:  # onnxruntime's own exception classes (Fail, InvalidArgument, ...)
-        raise PluginError(
-            f"export check: onnxruntime could not run the exported model on {shape}: {_first_line(exc)}"
+        raise WorkFailedError(
+            f"export check: onnxruntime could not run the exported model on {shape}: {_first_line(exc)}; nothing written"
         ) from None
     with torch.inference_mode():
         expected = reference(feed.float())  # the same (fp16-rounded for fp16) input values
     got = torch.from_numpy(out)
     if tuple(got.shape) != tuple(expected.shape):
-        raise PluginError(
+        raise WorkFailedError(
             f"export check: onnxruntime output {tuple(got.shape)} != torch output {tuple(expected.shape)} "
-            f"for input {shape}"
+            f"for input {shape}; nothing written"
         )
     return shape, float((got.double() - expected.double()).abs().max())
 
@@ -227,7 +256,7 @@ def export_onnx(
     path: PathLike,
     *,
     precision: str = "fp32",
-    opset: int = DEFAULT_OPSET,
+    opset: Optional[int] = None,
     check: bool = True,
     overwrite: bool = False,
     exporter: str = "torchscript",
@@ -239,7 +268,7 @@ def export_onnx(
             :class:`~imdn_plugin.archs.IMDN_AS`; not modified (a CPU copy is exported).
         path: The ``.onnx`` file to write (atomically; its folder is created).
         precision: ``"fp32"`` or ``"fp16"`` (weights, input and output in float16).
-        opset: ONNX opset (see :data:`OPSET_RANGE`).
+        opset: ONNX opset (see :data:`OPSET_RANGE`); None: the exporter's default (:data:`DEFAULT_OPSETS`).
         check: Run the model with onnxruntime, if installed, and compare with the
             fp32 torch forward (see :data:`TOLERANCES`); a failed check writes nothing.
         overwrite: Replace an existing file at ``path``.
@@ -249,6 +278,8 @@ def export_onnx(
         ConfigError: bad option, or ``path`` exists and ``overwrite`` is off.
         PluginError: the export or the onnxruntime check failed.
     """
+    if opset is None and exporter in DEFAULT_OPSETS:
+        opset = DEFAULT_OPSETS[exporter]
     _check_options(network, precision, opset, exporter)
     try:
         import onnx  # noqa: F401
@@ -259,6 +290,9 @@ def export_onnx(
         raise ConfigError(f"{path}: is a folder; give the .onnx file to write")
     if path.exists() and not overwrite:
         raise ConfigError(f"{path}: already exists (use --overwrite / overwrite=True to replace it)")
+    check_writable(path)
+    if exporter == "dynamo":
+        _need_onnxscript()
     start = time.perf_counter()
     reference = copy.deepcopy(network).float().cpu().eval()
     spec = describe(reference.state_dict())
@@ -277,13 +311,15 @@ def export_onnx(
     except PluginError:
         raise
     except Exception as exc:  # torch.onnx raises RuntimeError, OnnxExporterError, ...
-        raise PluginError(
-            f"export: torch.onnx.export failed for {desc} ({exporter}, opset {opset}): {_first_line(exc)}"
+        raise WorkFailedError(
+            f"export: torch.onnx.export failed for {desc} ({exporter}, opset {opset}): {_first_line(exc)}; nothing written"
         ) from exc
     try:
         data = _finish_model(data, desc, reference.scale, reference.size_multiple, precision)
     except Exception as exc:  # onnx.checker.ValidationError, DecodeError
-        raise PluginError(f"export: the exported model of {desc} is not valid ONNX: {_first_line(exc)}") from exc
+        raise WorkFailedError(
+            f"export: the exported model of {desc} is not valid ONNX: {_first_line(exc)}; nothing written"
+        ) from exc
 
     check_shape, diff, tol, skipped = None, None, None, None
     if not check:
@@ -297,7 +333,7 @@ def export_onnx(
         tol = TOLERANCES[precision]
         check_shape, diff = _run_check(data, reference, precision, CHECK_SIZE[spec.type], spec.num_in_ch)
         if not diff <= tol:  # also catches NaN
-            raise PluginError(
+            raise WorkFailedError(
                 f"export check: onnxruntime and torch differ by {diff:.3g} (> {tol:g}, {precision}) for {desc} "
                 f"on input {check_shape}; nothing written"
             )
@@ -307,7 +343,7 @@ def export_onnx(
     try:
         _write_atomic(path, data, overwrite)
     except OSError as exc:
-        raise PluginError(f"{path}: cannot write: {exc.strerror or _first_line(exc)}") from None
+        raise WorkFailedError(f"{path}: cannot write: {exc.strerror or _first_line(exc)}; nothing written") from None
     report = ExportReport(
         path=path, network=desc, precision=precision, opset=opset, exporter=exporter,
         size_multiple=reference.size_multiple, num_bytes=len(data), seconds=time.perf_counter() - start,

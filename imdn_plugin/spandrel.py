@@ -36,8 +36,8 @@ except ModuleNotFoundError as _exc:
         raise  # spandrel is there but one of its own dependencies is not: keep that message
     raise ImportError('imdn_plugin.spandrel needs spandrel: pip install "imdn-plugin[spandrel]"') from None
 
-from .archs import build, describe
-from .checkpoint import extract_state_dict, load_into, split_param_groups
+from .archs import describe
+from .checkpoint import build_checked, check_tensors, extract_state_dict, load_into, split_param_groups
 from .errors import CheckpointError
 
 __all__ = ["ARCHITECTURES", "CCA_STATS_HALF_SAFE", "IMDNArch", "IMDN_ASArch", "IMDN_RTCArch", "IMDN_RTEArch", "install"]
@@ -95,8 +95,10 @@ class _IMDNFamilyArch(Architecture[Any]):
         spec = describe(state)
         if spec is None or spec.type != self.arch_type:
             raise CheckpointError(f"spandrel state dict: not an {self.arch_type} state dict ({spec or 'unrecognised'})")
-        model = build(spec)
-        load_into(model, state, strict=True, source=f"spandrel {self.arch_type} state dict")
+        source = f"spandrel {self.arch_type} state dict"
+        check_tensors(state, source)  # dtypes and strides, then the shapes on a meta network: before allocating
+        model = build_checked(spec, state, source)
+        load_into(model, state, strict=True, source=source)
         return ImageModelDescriptor(
             model,
             state,

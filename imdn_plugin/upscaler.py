@@ -36,6 +36,32 @@ __all__ = ["Upscaler"]
 
 #: Rows per step of the in-place RGB -> BGR swap of :meth:`Upscaler.upscale_uint8`.
 _SWAP_ROWS = 256
+#: Divisor of each accepted integer sample type: the array is an image as OpenCV reads files.
+_INT_IMAGE_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def as_float_image(img: np.ndarray, source: str = "input array") -> np.ndarray:
+    """``H×W×3`` float32 BGR in [0, 1] from an array :class:`Upscaler` takes (see there); one-line
+    :class:`~.errors.ConfigError` for anything else.  Clipping of floats is logged once."""
+    if not isinstance(img, np.ndarray):
+        raise ConfigError(f"{source}: expected a numpy array (H×W×3 BGR), got {type(img).__name__}")
+    if img.ndim == 2:
+        img = img[:, :, None].repeat(3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ConfigError(f"{source}: expected an H×W×3 BGR (or H×W gray) array, got shape {img.shape}")
+    if img.dtype in _INT_IMAGE_SCALE:
+        return img.astype(np.float32) / np.float32(_INT_IMAGE_SCALE[img.dtype])
+    if not np.issubdtype(img.dtype, np.floating):
+        raise ConfigError(
+            f"{source}: {img.dtype} samples are not taken (their range is unknown); give float in [0, 1], "
+            "or uint8 (0..255) / uint16 (0..65535)"
+        )
+    f = img.astype(np.float32, copy=False)
+    finite = np.isfinite(f)
+    outside = int(np.count_nonzero(finite & ((f < 0) | (f > 1))))
+    if outside:
+        imageio.notice(source, "clip", f"{outside} sample(s) outside [0, 1] clipped (float input is taken as [0, 1])")
+    return f
 
 
 class Upscaler:
@@ -48,7 +74,15 @@ class Upscaler:
         options: How images go through the network (default:
             ``InferenceOptions(precision="auto")``: bf16 on a CPU with AMX, else fp32).
         device: Default: CUDA when available (and ``options.backend`` is ``torch``), else CPU.
-        param_key: Key inside BasicSR files.
+        param_key: Key inside BasicSR files; None (default): ``params``, else
+            ``params_ema``, else a bare state dict.  A key given is used or the
+            file is refused (:class:`~.errors.CheckpointError`), never another.
+
+    Input arrays (``H×W×3`` BGR, or ``H×W`` gray, expanded): float (any
+    precision) in [0, 1], values outside clipped with a warning; ``uint8``
+    (divided by 255) and ``uint16`` (divided by 65535), as OpenCV reads
+    files.  Other types (signed integers, bool) are refused with a
+    :class:`~.errors.ConfigError`: their range is unknown.
     """
 
     def __init__(
@@ -57,13 +91,13 @@ class Upscaler:
         scale: Optional[float] = None,
         options: Optional[InferenceOptions] = None,
         device: Union[torch.device, str, None] = None,
-        param_key: str = "params",
+        param_key: Optional[str] = None,
     ) -> None:
         options = options or InferenceOptions(precision="auto")
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() and options.backend == "torch" else "cpu"
         )
-        net, spec = load_network(weights, param_key)
+        net, spec = load_network(weights, param_key, exact_key=param_key is not None)
         if spec.type != "IMDN_AS":  # fixed-factor networks (IMDN, IMDN_RTC, IMDN_RTE)
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(
@@ -74,7 +108,7 @@ class Upscaler:
         else:
             self.pre_scale = 1.0 if scale is None else scale
             if not (math.isfinite(self.pre_scale) and self.pre_scale >= 1):
-                raise ConfigError(f"--scale: must be a finite number >= 1, got {scale:g}")
+                raise ConfigError(f"--scale: must be a finite number >= 1, got {scale:.6g}")
         self.spec, self.device, self.precision = spec, device, options.precision
         self.out_scale = spec.scale * self.pre_scale
         self.predict = build_predictor(net.to(device), options)
@@ -83,7 +117,13 @@ class Upscaler:
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Output ``(height, width)`` of an ``h×w`` input; :class:`InferenceError` above the pixel limit
         (:func:`imdn_plugin.data.imageio.max_pixels`), before anything is allocated."""
-        oh, ow = max(1, round(h * self.out_scale)), max(1, round(w * self.out_scale))
+        fh, fw = h * self.out_scale, w * self.out_scale  # floats first: --scale 1e300 is no 600-digit integer
+        if fh * fw > 2.0**62:
+            raise InferenceError(
+                f"the output would be {fw:.3g}x{fh:.3g} pixels, above the limit of {imageio.max_pixels():,} "
+                f"(a smaller --scale, or set {imageio.MAX_PIXELS_ENV})"
+            )
+        oh, ow = max(1, round(fh)), max(1, round(fw))
         if oh * ow > imageio.max_pixels():
             raise InferenceError(
                 f"the output would be {ow}x{oh} = {oh * ow:,} pixels, above the limit of {imageio.max_pixels():,} "
@@ -94,6 +134,7 @@ class Upscaler:
     def _input(self, bgr: np.ndarray) -> torch.Tensor:
         """The network input: RGB, NCHW, clamped to [0, 1], on the device (IMDN_AS: pre-scaled);
         :class:`InferenceError` if ``bgr`` holds NaN/Inf (which would otherwise be written as black)."""
+        bgr = as_float_image(bgr)
         bad_in = int(np.size(bgr) - np.count_nonzero(np.isfinite(bgr)))
         if bad_in:
             raise InferenceError(f"the input holds {bad_in} non-finite value(s) (NaN/Inf)")
@@ -104,7 +145,8 @@ class Upscaler:
         return x.clamp_(0, 1).to(self.device)
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
-        """Float32 BGR ``H×W×3`` in [0, 1] -> float32 BGR of the output size, clamped to [0, 1]."""
+        """BGR ``H×W×3`` (float in [0, 1], uint8 or uint16: see the class) -> float32 BGR of the
+        output size, clamped to [0, 1]."""
         with torch.inference_mode():  # the output is an inference tensor: clamp it in place
             y = self.predict(self._input(bgr))[0].float().clamp_(0, 1)
         return y.cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]

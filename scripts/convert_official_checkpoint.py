@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 import imdn_plugin  # noqa: F401
-from imdn_plugin.archs import NETWORKS, build, describe
+from imdn_plugin.archs import NETWORKS, describe
 from imdn_plugin.checkpoint import (
+    build_checked,
     load_into,
     load_state_dict,
     save_network_file,
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         spec = describe(state)
         if spec is None:
             raise PluginError(f"{args.input}: not a checkpoint of {', '.join(NETWORKS)}")
-        net = build(spec)
+        net = build_checked(spec, state, source=str(args.input))  # shapes checked before allocating
         load_into(net, state, strict=True, source=str(args.input))
         save_network_file({"params": net.state_dict()}, args.output, overwrite=args.force)
     except PluginError as exc:

@@ -27,6 +27,10 @@ adds an edge-aligned last row/column of crops whenever any strip is left, so
 the whole image is covered.  Sub-images are keyed 0001_s001, 0001_s002, ...
 identically in all LMDBs.
 
+Exit status: 0 done, 2 refused before any work (bad option or input, an
+LMDB exists), 1 failed during the work (full disk, unreadable image; the
+finished LMDBs are kept), 130 interrupted.
+
 Each LMDB is written to NAME.lmdb.tmp-<pid> and renamed into place only once
 complete and verified, so rerunning is safe: finished LMDBs made with the same
 settings are skipped, leftovers of interrupted runs are removed, and
@@ -75,6 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _failure(exc: Exception) -> tuple[int, str]:
+    """Exit status and one line for an error of :func:`prepare_div2k`.
+
+    2: refused before any work (a bad option or input folder, an LMDB that
+    exists: plain ``ValueError`` / ``FileExistsError``).  1: failed while
+    reading images or writing an LMDB (a full disk, an unreadable image):
+    the LMDBs finished before are kept, the unfinished one is removed.
+    """
+    from imdn_plugin.errors import PluginError
+
+    if isinstance(exc, FileExistsError) or (isinstance(exc, ValueError) and not isinstance(exc, PluginError)):
+        return 2, str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        why = f"{where}{exc.strerror or exc}"
+    else:
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return 1, f"{why}; stopped: the LMDBs finished before are kept, the unfinished one was removed"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = Path(sys.argv[0]).name if argv is None else "prepare_div2k.py"
@@ -104,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             n_thread=args.n_thread,
             progress=not args.quiet,
         )
-    except (ValueError, FileExistsError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        code, line = _failure(exc)
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing half-written was left in place", file=sys.stderr)
         return 130

@@ -127,9 +127,10 @@ def test_non_finite_weights_are_refused_by_name(tmp_path: Path, value: float) ->
         f"{path}: tensor 'IMDB1.c4.weight' holds 2 non-finite value(s) (NaN/Inf) of "
         f"{state['IMDB1.c4.weight'].numel()}; the weights are from a diverged training run or the file is corrupt"
     )
-    # Integer tensors (e.g. counters) are not weights: never flagged.
+    # Integer tensors are not weights (issue 20, bug 6): refused by name, never cast to float.
     torch.save({"params": {**net.state_dict(), "steps": torch.tensor([2**62])}}, path)
-    assert "steps" in load_state_dict(path)
+    with pytest.raises(CheckpointError, match=r"tensor 'steps' is int64, not floating point"):
+        load_state_dict(path)
 
 
 def test_not_a_network(tmp_path: Path) -> None:

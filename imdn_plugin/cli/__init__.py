@@ -82,6 +82,13 @@ def _one_line(exc: BaseException) -> str:
     return last[len(name):] if last.startswith(name) else last
 
 
+def _folders_taken() -> list[str]:
+    """The experiment / results folders pipeline runs of this process took (a run's are those
+    added while it ran; none if it never got that far)."""
+    patches = sys.modules.get("imdn_plugin.integration.patches")
+    return patches.folders_taken() if patches is not None else []
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -93,8 +100,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # One job per process: keep freed memory instead of faulting it in again for
         # every image (imdn_plugin/cli/allocator.py; IMDN_MALLOC=default turns it off).
         keep_freed_memory()
+    taken_before = len(_folders_taken())
     try:
-        if command in ("train", "test"):
+        if command == "test":
+            from .infer import _sigterm_as_interrupt
+
+            with _sigterm_as_interrupt():  # kill/timeout: the image being written leaves no temporary
+                _run_pipeline(command, rest)
+        elif command == "train":
             _run_pipeline(command, rest)
         elif command == "infer":
             from .infer import main as infer_main
@@ -113,7 +126,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     except PluginError as exc:
         print(f"basicsr: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        code = exc.exit_code
+        taken = _folders_taken()[taken_before:] if command in ("train", "test") else []
+        if taken:  # the run had its folder: a failure during the work, not a refusal
+            print(f"basicsr: the {command} run stopped; what it wrote is kept in {', '.join(taken)}", file=sys.stderr)
+            code = 1
+        return code
     except KeyboardInterrupt:
         print("basicsr: interrupted", file=sys.stderr)
         return 130

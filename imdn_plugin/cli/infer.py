@@ -72,8 +72,14 @@ images:
   NaN/Inf weights too, and an image whose result is not finite is reported
   and not written.
 
-exit status: 0 all written (or skipped), 1 some images failed (named at the
-end, the others are written), 2 refused before any work.
+inputs not read: files that are not images (a .gif among them), links to
+folders (-r does not follow them) and, with -r, folders that cannot be read
+are named after the summary with the reason; an unreadable folder counts as
+a failure.
+
+exit status: 0 all written (or skipped), 1 some images failed or a folder
+could not be read (named at the end, the others are written), 2 refused
+before any work (nothing written), 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 
@@ -100,7 +106,9 @@ def build_parser() -> OneLineParser:
                    help="torch (default), or the network exported to ONNX and run by onnxruntime or openvino (CPU; "
                         "pip install \".[onnx]\" / \".[openvino]\" in the source tree)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on a CPU with AMX, else fp32")
-    p.add_argument("--param-key", default="params", help="key inside BasicSR files (params or params_ema)")
+    p.add_argument("--param-key", default=None,
+                   help="group inside BasicSR files (params, params_ema); default: params, else params_ema, else a "
+                        "bare state dict. A key given must be in the file")  # fmt: skip
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also the images in subfolders; the folder tree is mirrored under --output")  # fmt: skip
@@ -119,26 +127,94 @@ def _same(a: Path, b: Optional[Path]) -> bool:
     return b is not None and os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve()))
 
 
-def list_inputs(path: Path, recursive: bool = False, exclude: Optional[Path] = None) -> list[Path]:
+@dataclass(frozen=True)
+class Skipped:
+    """An input found on disk and not processed: ``why``; ``failed``: it counts as a failure (exit 1)."""
+
+    path: Path
+    why: str
+    failed: bool = False
+
+
+#: Image formats OpenCV does not read here, by file name ending: named when skipped.
+UNSUPPORTED_IMAGES = {
+    ".gif": "GIF", ".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".jxl": "JPEG XL", ".svg": "SVG",
+    ".ico": "ICO", ".psd": "PSD", ".dng": "DNG raw", ".cr2": "Canon raw", ".nef": "Nikon raw", ".arw": "Sony raw",
+}  # fmt: skip
+
+
+def _skip_reason(p: Path) -> str:
+    """Why a regular file of an input folder that is not an image input is not processed."""
+    fmt = UNSUPPORTED_IMAGES.get(p.suffix.lower())
+    if fmt:
+        return f"{fmt} is not read (convert it to PNG)"
+    return "not an image file name (" + ", ".join(imageio.IMAGE_EXTENSIONS[:6]) + ", ...)"
+
+
+def _scan_folder(here: Path, names: Iterable[str], skipped: list[Skipped]) -> list[Path]:
+    found = []
+    for name in sorted(names):
+        p = here / name
+        if not p.is_file():
+            if os.path.islink(p) and not p.exists():
+                skipped.append(Skipped(p, "broken symbolic link"))
+            continue
+        if imageio.is_image_file(p):
+            found.append(p)
+        elif not imageio.is_plugin_temporary(p):  # a temporary a killed run left: not an input
+            skipped.append(Skipped(p, _skip_reason(p)))
+    return found
+
+
+def list_inputs(
+    path: Path, recursive: bool = False, exclude: Optional[Path] = None, skipped: Optional[list[Skipped]] = None
+) -> list[Path]:
     """Image files of ``path`` (a file, or a folder: its images; with ``recursive``, those of
-    its whole tree, without following links to folders and without the ``exclude`` folder)."""
+    its whole tree, without following links to folders and without the ``exclude`` folder).
+
+    Everything else found is appended to ``skipped`` with the reason: files that
+    are not images (a ``.gif`` among them), links to folders (not followed), and
+    folders that cannot be read (these count as failures).  An unreadable
+    ``path`` itself is a :class:`ConfigError`.
+    """
+    skipped = [] if skipped is None else skipped
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise ConfigError(f"--input: no such file or folder: {path}")
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        raise ConfigError(f"--input: cannot read folder {path} ({exc.strerror or exc})") from None
     if not recursive:
-        return imageio.list_images(path)
+        return _scan_folder(path, names, skipped)
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(path):
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append(Skipped(Path(exc.filename), f"cannot read folder ({exc.strerror or exc})", failed=True))
+
+    for dirpath, dirnames, filenames in os.walk(path, onerror=unreadable):
         here = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not _same(here / n, exclude))
-        found += sorted(p for p in (here / n for n in filenames) if imageio.is_image_file(p))
+        links = [n for n in dirnames if os.path.islink(here / n)]
+        skipped.extend(Skipped(here / n, "symbolic link to a folder: not followed (give it as -i)") for n in sorted(links))
+        dirnames[:] = sorted(n for n in dirnames if n not in links and not _same(here / n, exclude))
+        found += _scan_folder(here, filenames, skipped)
     return found
 
 
 def subfolders(path: Path, exclude: Optional[Path] = None) -> list[Path]:
     """Folders directly inside ``path`` (not the ``exclude`` one)."""
     return sorted(p for p in path.iterdir() if p.is_dir() and not _same(p, exclude))
+
+
+def check_suffix(suffix: str) -> None:
+    """Refuse a ``--suffix`` that would put outputs outside ``-o`` (a path separator) or cannot be a name."""
+    bad = [c for c in ("/", "\\", os.sep, os.altsep or "/", "\0") if c in suffix]
+    if bad:
+        raise ConfigError(
+            f"--suffix {suffix!r}: holds {bad[0]!r}; it is appended to file names and cannot hold path "
+            "separators (outputs stay inside --output)"
+        )
 
 
 # --------------------------------------------------------------------------- outputs
@@ -189,6 +265,12 @@ def plan_outputs(
     ``skip_existing`` (leave them, skip their inputs).
     """
     jobs = [Job(src, output_path(src, root, out_dir, suffix)) for src in inputs]
+    outside = [j for j in jobs if not _inside(j.dst, out_dir)]
+    if outside:
+        raise ConfigError(
+            f"{len(outside)} output(s) would be written outside --output {out_dir}: "
+            f"{_listing([str(j.dst) for j in outside])}"
+        )
 
     def key(p: Path) -> str:
         return os.path.normcase(str(p.resolve()))
@@ -235,6 +317,12 @@ def plan_outputs(
         done = set(existing)
         return Plan([j for j in jobs if j not in done], existing)
     return Plan(jobs)
+
+
+def _inside(dst: Path, out_dir: Path) -> bool:
+    """Whether ``dst`` lies under ``out_dir`` once ``..`` parts are resolved (as written, no links)."""
+    top = os.path.normpath(os.path.abspath(out_dir))
+    return os.path.commonpath([top, os.path.normpath(os.path.abspath(dst))]) == top and dst.name not in ("", ".", "..")
 
 
 def _parents_below(dst: Path, out_dir: Path) -> Iterable[Path]:
@@ -297,12 +385,31 @@ def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> Optional[s
     return None
 
 
-def _summary(written: int, plan: Plan, failed: Sequence[str], out_dir: Path, skip_existing: bool) -> str:
+def _summary(
+    written: int, plan: Plan, failed: Sequence[str], out_dir: Path, skip_existing: bool, not_read: int = 0
+) -> str:
     parts = [f"{written} written"]
     if skip_existing:
         parts.append(f"{len(plan.skipped)} skipped (exists)")
+    if not_read:
+        parts.append(f"{not_read} not read (listed below)")
     parts.append(f"{len(failed)} failed")
     return f"basicsr infer: {', '.join(parts)} → {out_dir}"
+
+
+#: How many skipped inputs are named one per line (the rest are counted).
+_SHOWN_SKIPPED = 20
+
+
+def _print_skipped(skipped: Sequence[Skipped]) -> None:
+    ignored = [s for s in skipped if not s.failed]
+    if not ignored:
+        return
+    print(f"basicsr infer: {len(ignored)} input(s) not read:", file=sys.stderr)
+    for item in ignored[:_SHOWN_SKIPPED]:
+        print(f"  {item.path}: {item.why}", file=sys.stderr)
+    if len(ignored) > _SHOWN_SKIPPED:
+        print(f"  ... and {len(ignored) - _SHOWN_SKIPPED} more", file=sys.stderr)
 
 
 @contextmanager
@@ -344,25 +451,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError(f"--device: unknown device '{args.device}'") from None
     if args.backend != "torch" and device.type != "cpu":
         raise ConfigError(f"--device {args.device}: the {args.backend} backend runs on the cpu (drop --device, or --backend torch)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {args.device}: not supported (cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {args.device}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 ..)")
     imageio.max_pixels()  # a bad IMDN_MAX_PIXELS stops here, not at every image
 
     src, out_dir = Path(args.input), Path(args.output)
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise ConfigError(f"--output: {out_dir} is a file; give a folder (it is created if needed)")
+    check_suffix(args.suffix)
     root = src if src.is_dir() else None
-    inputs = list_inputs(src, args.recursive, exclude=out_dir)
+    not_read: list[Skipped] = []
+    inputs = list_inputs(src, args.recursive, exclude=out_dir, skipped=not_read)
     skipped_dirs = subfolders(src, exclude=out_dir) if root is not None and not args.recursive else []
     if not inputs:
         hint = f" ({len(skipped_dirs)} subfolder(s): use --recursive)" if skipped_dirs else ""
-        raise ConfigError(f"--input: no image files in {src}{hint}")
+        found = f"; {_listing([f'{s.path}: {s.why}' for s in not_read])}" if not_read else ""
+        raise ConfigError(f"--input: no image files in {src}{hint}{found}")
     plan = plan_outputs(inputs, root, out_dir, args.suffix, overwrite=args.overwrite, skip_existing=args.skip_existing)
     if skipped_dirs:
         print(f"basicsr infer: {len(skipped_dirs)} subfolder(s) of {src} skipped (use --recursive)", file=sys.stderr)
+    unreadable = [f"{s.path}: {s.why}" for s in not_read if s.failed]
+    ignored = len(not_read) - len(unreadable)
     if not plan.jobs:
-        print(_summary(0, plan, [], out_dir, args.skip_existing), file=sys.stderr)
-        return 0
+        print(_summary(0, plan, unreadable, out_dir, args.skip_existing, ignored), file=sys.stderr)
+        _print_skipped(not_read)
+        return _report_failed(unreadable)
 
     created = prepare_output(out_dir)
     try:
@@ -374,7 +491,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         remove_if_empty(created)
         raise
 
-    written, failed = 0, []
+    written, failed = 0, list(unreadable)
     try:
         with _sigterm_as_interrupt(), logging_redirect_tqdm(), tqdm(
             plan.jobs, desc="images", unit="image", disable=not progress
@@ -389,12 +506,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     failed.append(problem)
                     logger.error("%s", problem)
     except KeyboardInterrupt:
-        print(_summary(written, plan, failed, out_dir, args.skip_existing) + " (interrupted)", file=sys.stderr)
+        print(_summary(written, plan, failed, out_dir, args.skip_existing, ignored) + " (interrupted)", file=sys.stderr)
         raise
-    print(_summary(written, plan, failed, out_dir, args.skip_existing), file=sys.stderr)
-    if failed:
-        print(f"basicsr infer: {len(failed)} failed:", file=sys.stderr)
-        for msg in failed:
-            print(f"  {msg}", file=sys.stderr)
-        return 1
-    return 0
+    print(_summary(written, plan, failed, out_dir, args.skip_existing, ignored), file=sys.stderr)
+    _print_skipped(not_read)
+    return _report_failed(failed)
+
+
+def _report_failed(failed: Sequence[str]) -> int:
+    """List the failures; the exit status: 1 if any, else 0."""
+    if not failed:
+        return 0
+    print(f"basicsr infer: {len(failed)} failed:", file=sys.stderr)
+    for msg in failed:
+        print(f"  {msg}", file=sys.stderr)
+    return 1

@@ -12,6 +12,11 @@ Radiance HDR and Sun raster.  Other formats (OpenEXR, JPEG 2000) give
 ``None``: OpenCV's own limit applies while decoding, and the caller checks
 the decoded size.  Any malformed header also gives ``None`` (the decoder then
 reports what is wrong).
+
+:func:`truncation_problem` tells a PNG / JPEG cut short (no end marker) from
+one followed by other data (a phone's "motion photo"), and :func:`frame_count`
+counts the frames of APNG, animated WebP and multi-page TIFF files (OpenCV
+decodes the first), both by walking the chunk / segment / IFD structure.
 """
 from __future__ import annotations
 
@@ -247,3 +252,124 @@ def orientation_probe(fmt: str) -> tuple[bytes, tuple[int, int]]:
         raw = buf.tobytes()
         return raw[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + raw[2:], (rows * 8, cols * 8)
     raise ValueError(f"orientation_probe: no probe for {fmt!r}")
+
+
+# ---------------------------------------------------------------------------- end of the data, frames
+def _png_chunks(mv: memoryview):
+    """``(type, data_offset, data_length)`` of each PNG chunk, in order; stops at the data's end."""
+    i, n = 8, len(mv)
+    while i + 8 <= n:
+        (length,) = struct.unpack_from(">I", mv, i)
+        yield bytes(mv[i + 4:i + 8]), i + 8, length
+        i += 12 + length
+
+
+def _png_has_iend(mv: memoryview) -> bool:
+    """Whether the chunk chain reaches a complete IEND chunk (data after it is ignored, as decoders do)."""
+    for kind, start, length in _png_chunks(mv):
+        if kind == b"IEND":
+            return start + length + 4 <= len(mv)
+    return False
+
+
+def _jpeg_scan_start(mv: memoryview) -> Optional[int]:
+    """Offset of the first start-of-scan marker (``FF DA``), walking the segments before it."""
+    i, n = 2, len(mv)
+    while i + 4 <= n:
+        if mv[i] != 0xFF:
+            return None
+        marker = mv[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
+            continue
+        if marker == 0xDA:
+            return i
+        if marker == 0xD9:
+            return None
+        (length,) = struct.unpack_from(">H", mv, i + 2)
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def _contains(mv: memoryview, start: int, pattern: bytes) -> bool:
+    """Whether ``pattern`` (2 bytes) occurs in ``mv[start:]`` (vectorised, no copy of the data)."""
+    a = np.frombuffer(mv, np.uint8)[start:]
+    if len(a) < 2:
+        return False
+    return bool(np.any((a[:-1] == pattern[0]) & (a[1:] == pattern[1])))
+
+
+def truncation_problem(data: Buffer) -> Optional[str]:
+    """Why encoded PNG / JPEG bytes look cut short, or None.
+
+    OpenCV decodes a truncated JPEG (and some truncated PNGs) partially, with
+    only a warning on stderr, so the end marker is looked for here: a PNG's
+    chunk chain must reach IEND, a JPEG must hold an end-of-image marker after
+    its first scan.  Data after the end (the video of a phone's "motion photo",
+    an appended archive) is accepted, as OpenCV and Pillow accept it.
+    """
+    mv = _view(data)
+    head = bytes(mv[:8])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        if b"IEND\xaeB`\x82" in bytes(mv[-64:]) or _png_has_iend(mv):
+            return None
+        return "truncated PNG: no IEND chunk"
+    if head.startswith(b"\xff\xd8"):
+        if b"\xff\xd9" in bytes(mv[-4096:]):
+            return None
+        sos = _jpeg_scan_start(mv)
+        if sos is not None and _contains(mv, sos + 2, b"\xff\xd9"):
+            return None
+        return "truncated JPEG: no end-of-image marker"
+    return None
+
+
+def frame_count(data: Buffer, limit: int = 10_000) -> int:
+    """How many frames / pages the encoded image holds (APNG ``acTL``, animated WebP ``ANMF``
+    chunks, TIFF IFD chain); 1 for anything else or a malformed header.  OpenCV's
+    ``imdecode`` returns the first one only."""
+    mv = _view(data)
+    try:
+        fmt = image_format(mv)
+        if fmt == "png":
+            for kind, start, length in _png_chunks(mv):
+                if kind == b"acTL" and length >= 8:
+                    return max(1, struct.unpack_from(">I", mv, start)[0])
+                if kind in (b"IDAT", b"IEND"):
+                    return 1
+            return 1
+        if fmt == "webp":
+            i, frames = 12, 0
+            while i + 8 <= len(mv) and frames < limit:
+                kind = bytes(mv[i:i + 4])
+                (size,) = struct.unpack_from("<I", mv, i + 4)
+                frames += kind == b"ANMF"
+                i += 8 + size + (size & 1)
+            return max(1, frames)
+        if fmt == "tiff":
+            return _tiff_pages(mv, limit)
+    except (struct.error, ValueError, IndexError):
+        return 1
+    return 1
+
+
+def _tiff_pages(mv: memoryview, limit: int) -> int:
+    e = {b"II": "<", b"MM": ">"}.get(bytes(mv[:2]))
+    if e is None:
+        return 1
+    (version,) = struct.unpack_from(e + "H", mv, 2)
+    if version != 42:  # BigTIFF: not walked
+        return 1
+    (ifd,) = struct.unpack_from(e + "I", mv, 4)
+    pages, seen = 0, set()
+    while ifd and ifd not in seen and pages < limit:
+        seen.add(ifd)
+        pages += 1
+        (count,) = struct.unpack_from(e + "H", mv, ifd)
+        (ifd,) = struct.unpack_from(e + "I", mv, ifd + 2 + 12 * count)
+    return max(1, pages)

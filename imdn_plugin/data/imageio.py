@@ -20,7 +20,13 @@ Every read refuses, with :class:`ImageReadError`:
   header before anything is allocated (:mod:`.headers`), or after decoding for
   formats whose header is not parsed;
 * anything OpenCV's decoder raises (``cv2.error``: its own limits, corrupt data);
+* PNG / JPEG files cut short (no end marker; data *after* the end marker is
+  accepted, see :func:`.headers.truncation_problem`);
 * float images (TIFF, EXR, PFM, HDR) holding NaN or Inf.
+
+Lossy conversions are logged as warnings, once per file (:func:`notice`):
+float samples outside [0, 1] clipped, the first frame of a multi-frame file
+used, an alpha channel dropped for training.
 
 ``read(..., orientation=True)`` / ``decode(..., orientation=True)`` (used by
 ``basicsr infer`` and :class:`~imdn_plugin.upscaler.Upscaler`) turn the image
@@ -66,17 +72,32 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"
 
 
-def truncation_problem(raw: bytes) -> Optional[str]:
-    """Why encoded bytes look cut short, or None.
+def truncation_problem(raw: Union[bytes, np.ndarray]) -> Optional[str]:
+    """Why encoded bytes look cut short, or None (see :func:`.headers.truncation_problem`;
+    data after the end marker is accepted)."""
+    return headers.truncation_problem(raw)
 
-    OpenCV decodes a truncated JPEG (and some truncated PNGs) partially, with
-    only a warning on stderr; the missing end marker is caught here instead.
-    """
-    if raw.startswith(PNG_SIGNATURE) and PNG_IEND not in raw[-64:]:
-        return "truncated PNG: no IEND chunk"
-    if raw.startswith(b"\xff\xd8") and b"\xff\xd9" not in raw[-4096:]:
-        return "truncated JPEG: no end-of-image marker"
-    return None
+
+#: (source, kind) of the notices given already: one warning per file and kind of loss.
+_NOTICED: set[tuple[str, str]] = set()
+
+
+def notice(source: str, kind: str, message: str) -> None:
+    """Log a lossy conversion (clipping, a dropped alpha channel, frames left out) as a warning,
+    once per file and kind."""
+    key = (source, kind)
+    if key in _NOTICED:
+        return
+    if len(_NOTICED) > 100_000:  # a long training run over a huge set: forget, do not grow
+        _NOTICED.clear()
+    _NOTICED.add(key)
+    logger.warning("%s: %s", source, message)
+
+
+def _frames_notice(buf: np.ndarray, source: str) -> None:
+    frames = headers.frame_count(buf)
+    if frames > 1:
+        notice(source, "frames", f"holds {frames} frames/pages; only the first is used")
 
 
 @dataclass
@@ -128,7 +149,7 @@ def imdecode(buf: np.ndarray) -> np.ndarray:
     """
     if buf.size == 0:
         raise ImageReadError("empty file")
-    problem = truncation_problem(bytes(buf[:8]) + bytes(buf[-4096:]))
+    problem = truncation_problem(buf)
     if problem:
         raise ImageReadError(problem)
     size = headers.image_size(buf)
@@ -152,6 +173,7 @@ def decode(data: Union[bytes, np.ndarray], source: str, orientation: bool = Fals
         img = imdecode(buf)
     except ImageReadError as exc:
         raise ImageReadError(f"{source}: cannot decode image ({exc})") from None
+    _frames_notice(buf, source)
     if orientation:
         img = orient(img, buf)
     return from_array(img, source)
@@ -217,6 +239,10 @@ def from_array(img: np.ndarray, source: str = "image") -> Image:
             )
     f = img.astype(np.float32) / scale
     if depth == 32:
+        outside = int(np.count_nonzero((f < 0.0) | (f > 1.0)))
+        if outside:
+            notice(source, "clip", f"{outside} float sample(s) outside [0, 1] (from {float(f.min()):.4g} "
+                                   f"to {float(f.max()):.4g}) clipped to [0, 1]")
         f = np.clip(f, 0.0, 1.0)
     alpha = None
     if channels == 1:
@@ -264,14 +290,16 @@ def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, co
     ``cv2.imwrite`` streams the compressed rows to the file, so no PNG exists in
     memory (``png_bytes`` holds it up to three times: 0.5 GB for a 9600×16000
     photo).  Same pixels as :func:`png_bytes`; a path OpenCV cannot open (it
-    takes narrow strings on Windows) falls back to it.
+    takes narrow strings on Windows) or must not be given (a name that is not
+    valid UTF-8: see :func:`_opencv_safe_name`) falls back to it.
     """
     params = [] if compress_level is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)]
 
     def write(f: BinaryIO) -> None:
         # f is the empty temporary, named *.tmp.png so that OpenCV picks its PNG encoder; OpenCV
         # reopens the same file (same inode), so the caller's fsync through f covers what it wrote.
-        if not cv2.imwrite(f.name, img, params):
+        name = _opencv_safe_name(f)
+        if name is None or not cv2.imwrite(name, img, params):
             f.seek(0)
             f.truncate()  # whatever a failed imwrite left
             f.write(png_bytes(img, compress_level))
@@ -279,9 +307,44 @@ def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, co
     atomic_write(path, write, overwrite=overwrite, suffix=".tmp.png")
 
 
+def _opencv_safe_name(f: BinaryIO) -> Optional[str]:
+    """The temporary's name if OpenCV can be given it, else None (then the PNG is encoded in memory).
+
+    ``cv2.imwrite`` crashes the process (SIGSEGV) on a ``str`` holding surrogate-escaped
+    bytes, which is how Python spells a file or folder name that is not valid UTF-8.
+    """
+    try:
+        f.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return f.name
+
+
+def write_image_atomic(path: PathLike, img: np.ndarray, params: Optional[list] = None, overwrite: bool = True) -> None:
+    """Write an OpenCV image array (format by the name's suffix) atomically: PNGs by
+    :func:`write_png_atomic`, other formats encoded in memory first.  What BasicSR's
+    ``imwrite`` does, without a cut-off file under the final name when the write is stopped."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png" and not params:
+        write_png_atomic(path, img, overwrite=overwrite)
+        return
+    try:
+        ok, buf = cv2.imencode(suffix, img, list(params or []))
+    except cv2.error as exc:
+        raise ValueError(f"{path}: cannot encode image ({_cv2_reason(exc)})") from None
+    if not ok:
+        raise ValueError(f"{path}: cannot encode image of shape {img.shape} as {suffix}")
+    atomic_write(path, buf.tobytes(), overwrite=overwrite)
+
+
 #: Temporaries of :func:`write_png_atomic` (``.<name>.<random>.tmp.png``): one a killed run left
 #: behind is not an input.
 _TEMPORARY_PNG = re.compile(r"^\..+\.tmp\.png$", re.IGNORECASE)
+
+
+def is_plugin_temporary(path: Path) -> bool:
+    """Whether ``path`` is named like a temporary of :func:`write_png_atomic` (one a killed run left)."""
+    return bool(_TEMPORARY_PNG.match(path.name))
 
 
 def is_image_file(path: Path) -> bool:
@@ -321,9 +384,13 @@ def read_image(path: PathLike) -> np.ndarray:
     if not path.is_file():
         raise ImageReadError(f"cannot read image: {path} (no such file)")
     try:
-        img = imdecode(np.fromfile(str(path), dtype=np.uint8))
+        buf = np.fromfile(str(path), dtype=np.uint8)
+        img = imdecode(buf)
     except ImageReadError as exc:
         raise ImageReadError(f"cannot read image: {path} ({exc})") from None
+    except OSError as exc:
+        raise ImageReadError(f"cannot read image: {path} ({exc.strerror or exc})") from None
+    _frames_notice(buf, str(path))
     return _to_bgr_uint8(img, path)
 
 
@@ -340,7 +407,7 @@ def _to_bgr_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:
         raise ImageReadError(f"cannot read image: {path} (unsupported shape {img.shape})")
     channels = img.shape[2]
     if channels in (2, 4):
-        logger.info("%s: alpha channel dropped", path)
+        notice(str(path), "alpha", "alpha channel dropped (training data is opaque)")
         img = img[:, :, : channels - 1]
     if img.shape[2] == 1:
         return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)

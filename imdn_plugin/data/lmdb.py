@@ -298,18 +298,28 @@ def check_lmdb_keys(lmdb_path: PathLike, keys: Optional[Iterable[str]] = None) -
     Cheap enough for every training start: the size check reads the two
     header pages, the key walk reads the tree's branch and leaf pages but no
     value (0.04-0.17 s for 32,000 keys, DIV2K's sub-image count, on a shared
-    2-core machine).  The keys are those BasicSR will read
-    (:func:`basicsr_keys`).  Returns the number of keys checked.
+    2-core machine) but the first 24 bytes of each (the PNG header, one page),
+    whose image size must be the one ``meta_info.txt`` gives.  The keys are
+    those BasicSR will read (:func:`basicsr_keys`); an empty ``meta_info.txt``
+    is refused.  Returns the number of keys checked.
 
     Raises:
-        ValueError: naming the LMDB and the first missing key.
+        ValueError: naming the LMDB and the first missing key or wrong-sized value.
     """
     path = Path(lmdb_path)
     wanted = list(basicsr_keys(path) if keys is None else keys)
+    if not wanted:
+        raise ValueError(f"{path}: meta_info.txt lists no images (empty file); {REBUILD_HINT}")
+    shapes = _meta_shapes(path) if keys is None else {}
     env = _open_checked(path)
     try:
-        with env.begin() as txn:
-            stored = set(txn.cursor().iternext(keys=True, values=False))
+        with env.begin(buffers=True) as txn:
+            stored = set()
+            for key, value in txn.cursor().iternext(keys=True, values=True):
+                stored.add(bytes(key))
+                expected = shapes.get(bytes(key))
+                if expected is not None:
+                    _check_value_size(path, bytes(key), value, expected)
     finally:
         env.close()
     missing = [k for k in wanted if k.encode("utf-8", "replace") not in stored]
@@ -319,6 +329,33 @@ def check_lmdb_keys(lmdb_path: PathLike, keys: Optional[Iterable[str]] = None) -
             f"{path}: key {missing[0]!r} listed in meta_info.txt is not in data.mdb{more}; {REBUILD_HINT}"
         )
     return len(wanted)
+
+
+def _meta_shapes(path: Path) -> dict[bytes, tuple[int, int]]:
+    """``{key: (h, w)}`` of the ``meta_info.txt`` lines that give a shape (BasicSR's format)."""
+    out: dict[bytes, tuple[int, int]] = {}
+    try:
+        text = (path / "meta_info.txt").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        m = _META_LINE_RE.fullmatch(line.strip())
+        if m:
+            out[m.group(1).encode("utf-8", "replace")] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+def _check_value_size(path: Path, key: bytes, value: memoryview, expected: tuple[int, int]) -> None:
+    """A PNG value's header size must be the ``meta_info.txt`` size (only its first page is read)."""
+    head = bytes(value[:24])
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return  # not a PNG (BasicSR also stores JPEG): the decoder judges it when it is read
+    w, h = struct.unpack(">II", head[16:24])
+    if (h, w) != expected:
+        raise ValueError(
+            f"{path}: the value of key {key.decode('utf-8', 'replace')!r} is a {h}x{w} image, meta_info.txt says "
+            f"{expected[0]}x{expected[1]}; {REBUILD_HINT}"
+        )
 
 
 def basicsr_keys(lmdb_path: PathLike) -> list[str]:

@@ -12,9 +12,11 @@ fusions (under 10% of the work) in torch.
 
 Both runtimes run on the CPU.  ONNX Runtime computes in fp32 (its CPU
 convolutions have no bf16).  OpenVINO takes ``INFERENCE_PRECISION_HINT``:
-``fp32`` → f32, ``bf16`` → bf16, ``fp16`` → f16, ``auto`` → OpenVINO's own
-choice (bf16 on CPUs with AMX); what it really runs is logged (a CPU without
-bf16 runs f32).  The packages are optional extras: ``pip install
+``fp32`` → f32, ``bf16`` → bf16, ``fp16`` → f16, and ``auto`` what it means for the
+torch backend on the CPU (bf16 on a CPU with AMX, else fp32:
+:func:`.fast.resolve_precision`), never OpenVINO's own choice (which picked
+bf16 on CPUs without AMX, slower there); what it really runs is logged (a CPU
+without bf16 runs f32).  The packages are optional extras: ``pip install
 ".[onnx]"`` (onnxruntime) or ``".[openvino]"`` from the source tree.
 """
 from __future__ import annotations
@@ -152,6 +154,12 @@ class RuntimeForward:
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.threads = torch.get_num_threads()
         self.requested = precision
+        if precision == "auto":  # one meaning of auto for every backend: that of the torch backend on the CPU
+            from .fast import resolve_precision
+
+            precision, why = resolve_precision("auto", torch.device("cpu")) if backend == "openvino" else ("fp32", "auto")
+            logger.debug("backend %s: %s", backend, why)
+        self._hint = precision
         if not isinstance(self.module, IMDNBase):
             raise ConfigError(f"backend {backend}: runs IMDN / IMDN_AS networks, got {type(network).__name__}")
         first = self.module.fea_conv
@@ -169,7 +177,7 @@ class RuntimeForward:
         names = ["input", "acc"][: len(examples)]
         with torch.no_grad():
             data = module_to_onnx(module, tuple(examples), names)
-        return _Graph(self.backend, data, self.requested, self.threads)
+        return _Graph(self.backend, data, self._hint, self.threads)
 
     def _stage_graph(self, stage: _Stage, inputs: int) -> _Graph:
         nf = self.module.LR_conv.out_channels

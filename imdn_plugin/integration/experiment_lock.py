@@ -77,6 +77,22 @@ def _describe(record: dict) -> str:
     return f"PID {record.get('pid', '?')} on {record.get('host', '?')}, started {when}"
 
 
+def _takeover_message(record: dict) -> str:
+    """What a run taking over a left lock says about the run that left it.
+
+    The flock being free proves only that no process holds the lock; the PID of
+    the record may be in use by another process now (PIDs are reused, and a
+    container's first process is always PID 1), so it is never called "no
+    longer running" when a process with that PID exists.
+    """
+    text = (f"taking over the lock left by a {record.get('command', 'previous')} run ({_describe(record)}), "
+            "which ended without releasing it")  # fmt: skip
+    pid = record.get("pid")
+    if isinstance(pid, int) and record.get("host") == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
+        text += f"; PID {pid} now belongs to another process (PIDs are reused; in a container PID 1 is the first one)"
+    return text
+
+
 class ExperimentLock:
     """Exclusive use of ``folder`` by this process (see the module docstring).
 
@@ -114,10 +130,7 @@ class ExperimentLock:
                 if not flocked:
                     self._check_record(previous)
                 if previous:
-                    logger.warning(
-                        "%s: taking over the lock of a %s run that is no longer running (%s)",
-                        self.folder, previous.get("command", "previous"), _describe(previous),
-                    )
+                    logger.warning("%s: %s", self.folder, _takeover_message(previous))
                 _write_record(fd, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                                    "command": self.command, "argv": sys.argv[:8]})
             except BaseException:

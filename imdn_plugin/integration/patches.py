@@ -35,6 +35,14 @@ tested through the pipelines (the plugin's or another package's):
   interrupted epoch already used.  The sample order is BasicSR's; the random
   augmentation draws differ from BasicSR's (they no longer depend on the loader
   worker), with the same distribution.
+* ``SRModel.nondist_validation`` (``basicsr test``, validation with
+  ``save_img``) writes its images through
+  :func:`imdn_plugin.data.imageio.write_image_atomic` instead of BasicSR's
+  ``imwrite``: a kill during the write never leaves a cut-off PNG under its
+  final name, and a full disk is one line (exit status 1) naming the file.
+* ``init_dist`` refuses ``--launcher pytorch`` without ``torchrun`` (no
+  ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` in the environment) in one line,
+  instead of torch's ``ValueError`` traceback.
 * Training output (:mod:`.progress`): ``train_pipeline`` ends with one summary
   (last/best validation metrics, bicubic baseline, final model path);
   ``MessageLogger`` prints an ETA that never goes negative (BasicSR's ends at
@@ -53,7 +61,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..errors import CheckpointError, ConfigError, ImageReadError
+from ..errors import CheckpointError, ConfigError, ImageReadError, WorkFailedError
 from .exact_resume import ExactResume, resumable_sampler_class
 from .experiment_lock import LOCK_NAME, ExperimentLock
 from .progress import (
@@ -78,7 +86,7 @@ def patch_pipelines() -> None:
 
     for module in (basicsr.train, basicsr.test, basicsr.utils.options):
         if not getattr(module.parse_options, _PATCH_FLAG, False):
-            module.parse_options = _flag(parse_options)
+            module.parse_options = _flag(_checking_lmdb_pairs(parse_options))
     if not getattr(basicsr.utils.options.init_dist, _PATCH_FLAG, False):
         basicsr.utils.options.init_dist = init_dist
     import basicsr.data.paired_image_dataset as paired
@@ -94,6 +102,10 @@ def patch_pipelines() -> None:
         )
         basicsr.train.build_dataset = _seeded_train_datasets(basicsr.train.build_dataset, resume)
         basicsr.train.EnlargedSampler = _flag(resumable_sampler_class())
+    import basicsr.models.sr_model as sr_model
+
+    if not getattr(sr_model.imwrite, _PATCH_FLAG, False):
+        sr_model.imwrite = imwrite
     if not getattr(basicsr.train.train_pipeline, _PATCH_FLAG, False):
         basicsr.train.train_pipeline = _flag(reporting_train_pipeline(basicsr.train.train_pipeline))
         basicsr.train.build_model = _flag(observing_build_model(basicsr.train.build_model))
@@ -106,6 +118,41 @@ def _flag(func: Any) -> Any:
     return func
 
 
+def _checking_lmdb_pairs(parse: Any) -> Any:
+    def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
+        opt, args = parse(root_path, is_train)
+        check_lmdb_pairs(opt)
+        return opt, args
+
+    parse_options.__wrapped__ = parse  # type: ignore[attr-defined]
+    return parse_options
+
+
+def check_lmdb_pairs(opt: dict) -> None:
+    """Before any work: the ``dataroot_gt`` and ``dataroot_lq`` LMDBs of each dataset list the same
+    keys in their ``meta_info.txt`` (BasicSR finds out while building the dataset, with a
+    traceback).  One :class:`ConfigError` line naming the dataset and the first odd key."""
+    from ..data.lmdb import read_meta_info
+
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if not isinstance(dataset, dict) or (dataset.get("io_backend") or {}).get("type") != "lmdb":
+            continue
+        gt, lq = dataset.get("dataroot_gt"), dataset.get("dataroot_lq")
+        if not (isinstance(gt, str) and isinstance(lq, str)):
+            continue
+        try:
+            gt_keys, lq_keys = set(read_meta_info(gt)), set(read_meta_info(lq))
+        except (ValueError, OSError, UnicodeDecodeError):
+            continue  # a meta_info.txt in another format: BasicSR's own check applies
+        for only, here, there in ((sorted(lq_keys - gt_keys), lq, gt), (sorted(gt_keys - lq_keys), gt, lq)):
+            if only:
+                more = f" (and {len(only) - 1} more)" if len(only) > 1 else ""
+                raise ConfigError(
+                    f"datasets:{phase}: key {only[0]!r} of {here} is not in {there}{more}; "
+                    "dataroot_gt and dataroot_lq must hold the same keys"
+                )
+
+
 @_flag
 def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
     """BasicSR's ``init_dist`` that also works without CUDA (gloo on CPU)."""
@@ -116,6 +163,13 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> No
         mp.set_start_method("spawn")
     cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0
     if launcher == "pytorch":
+        missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing and "init_method" not in kwargs:
+            raise ConfigError(
+                f"--launcher pytorch: {', '.join(missing)} not set; start the run with torchrun, e.g. "
+                "torchrun --nproc_per_node=2 -m imdn_plugin train -opt FILE --launcher pytorch "
+                "(or drop --launcher for one process)"
+            )
         if cuda:
             local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -158,6 +212,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         if problem:
             raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
     check_resume(opt, resume_state["iter"])
+    _TAKEN.append(opt["path"]["experiments_root"])
     return resume_state
 
 
@@ -203,6 +258,16 @@ def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[st
 # ---------------------------------------------------------------------------- one run per folder
 #: The folders this process holds for the pipeline run in progress (by real path).
 _RUN_LOCKS: dict[str, ExperimentLock] = {}
+#: Every folder a pipeline run of this process started its work in (kept after the release):
+#: an error after that is a failure during the work (exit status 1), not a refusal.
+_TAKEN: list[str] = []
+
+
+def folders_taken() -> list[str]:
+    """The experiment / results folders pipeline runs of this process have started work in: a
+    training state was loaded to resume (:func:`load_resume_state`) or the folders were made
+    (:func:`make_exp_dirs`, which also moves a previous run's files aside)."""
+    return list(_TAKEN)
 _RELEASE_FLAG = "_imdn_plugin_releases_locks"
 
 
@@ -267,11 +332,13 @@ def make_exp_dirs(opt: dict) -> None:
     folder is locked first (:func:`lock_run_folder`), then its previous contents
     are moved into ``<name>_archived_<time>/``; the folder itself stays.
     """
-    if _rank() != 0:
-        return
     path_opt = dict(opt["path"])
     root = path_opt.pop("experiments_root" if opt["is_train"] else "results_root")
+    if _rank() != 0:
+        _TAKEN.append(root)  # rank 0 makes the folders; from here on every rank is working
+        return
     lock_run_folder(root, "training" if opt["is_train"] else "test")
+    _TAKEN.append(root)
     archive_contents(root)
     for key, path in path_opt.items():
         if "strict_load" in key or "pretrain_network" in key or "resume" in key or "param_key" in key:
@@ -332,12 +399,33 @@ def _naming_file_client(file_client: type) -> type:
 @_flag
 def imfrombytes(content: bytes, flag: str = "color", float32: bool = False) -> np.ndarray:
     """BasicSR's ``imfrombytes`` on :func:`imdn_plugin.data.imageio.decode` (BGR, 3 channels)."""
-    from ..data.imageio import decode
+    from ..data.imageio import decode, notice
 
-    img = decode(content, getattr(content, "source", "image")).bgr
+    source = getattr(content, "source", "image")
+    decoded = decode(content, source)
+    if decoded.alpha is not None:
+        notice(source, "alpha", "alpha channel dropped (BasicSR's datasets and metrics use BGR)")
+    img = decoded.bgr
     if flag == "grayscale":
         img = img.mean(axis=2)
     return img if float32 else (img * 255.0).round().astype(np.uint8)
+
+
+@_flag
+def imwrite(img: np.ndarray, file_path: str, params: Any = None, auto_mkdir: bool = True) -> None:
+    """BasicSR's ``imwrite`` (used by ``SRModel.nondist_validation``), atomic; a failed write is
+    :class:`~imdn_plugin.errors.WorkFailedError` naming the file (a full disk: one line)."""
+    from ..data.imageio import write_image_atomic
+
+    if not auto_mkdir and not osp.isdir(osp.dirname(osp.abspath(file_path))):
+        raise WorkFailedError(f"{file_path}: cannot write image (its folder does not exist)")
+    try:
+        write_image_atomic(file_path, img, params)
+    except OSError as exc:
+        raise WorkFailedError(
+            f"{file_path}: cannot write image ({exc.strerror or exc}); nothing was written under that name, "
+            "the images written before it are kept"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- exact resume

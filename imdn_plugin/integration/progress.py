@@ -67,6 +67,8 @@ class TrainingRun:
         self.started = time.time()
         self.model: Any = None
         self.last_iter: Optional[int] = None
+        #: The iteration the run started from (a resume's), known once the message logger exists.
+        self.start_iter: Optional[int] = None
         self.last_results: dict[str, tuple[dict[str, float], Optional[int]]] = {}
         self.bar: Any = None
         self._postfix: dict[str, str] = {}
@@ -114,10 +116,15 @@ class TrainingRun:
     # -- summary
     def summary(self, opt: dict) -> str:
         """The end-of-training summary: metrics (last, best, bicubic), the final model's path."""
-        done = self.last_iter if self.last_iter is not None else "no"
         total = (opt.get("train") or {}).get("total_iter")
         elapsed = format_eta(time.time() - self.started)
-        lines = [f"Training summary ({opt.get('name')}): {done}/{total} iterations, {elapsed} in this run."]
+        if self.last_iter is not None:
+            done, note = self.last_iter, ""
+        elif self.start_iter is not None:  # e.g. --auto_resume of a finished run: nothing trained here
+            done, note = self.start_iter, " (nothing left to train)"
+        else:
+            done, note = 0, " (none trained)"
+        lines = [f"Training summary ({opt.get('name')}): {done}/{total} iterations{note}, {elapsed} in this run."]
         best_all = getattr(self.model, "best_metric_results", {}) or {}
         val_sets = [d for phase, d in opt.get("datasets", {}).items() if phase.split("_")[0] == "val"]
         if not val_sets or not (opt.get("val") or {}).get("metrics"):
@@ -259,6 +266,7 @@ class ProgressMessageLogger(MessageLogger):
         self._timed_from = start_iter
         run = _current
         if run is not None:
+            run.start_iter = start_iter
             run.open_bar(opt["name"], start_iter, int(self.max_iters))
 
     def reset_start_time(self) -> None:

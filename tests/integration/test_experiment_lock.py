@@ -121,7 +121,8 @@ def test_stale_lock_of_a_dead_run_is_taken_over(
     opt = write_opt(tmp_path, data, "st", total_iter=2)
     with caplog.at_level("WARNING"):
         assert main(["train", "-opt", str(opt)]) == 0
-    assert f"taking over the lock of a training run that is no longer running (PID {dead.pid} on h" in caplog.text
+    assert f"taking over the lock left by a training run (PID {dead.pid} on h, started " in caplog.text
+    assert "which ended without releasing it" in caplog.text and "now belongs to another process" not in caplog.text
     assert exp.stat().st_ino == inode  # the folder itself was never renamed
     archived = list((tmp_path / "experiments").glob("st_archived_*"))
     assert len(archived) == 1 and (archived[0] / "models" / "net_g_4.pth").read_bytes() == b"old run"
@@ -231,3 +232,20 @@ def test_only_rank_0_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         patches.release_run_locks()
     assert el.read_lock_record(tmp_path / "r0") == {}
+
+
+def test_takeover_never_calls_a_live_pid_no_longer_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A left record naming a PID that exists now (PID 1 in a container, a reused PID): the message
+    says the lock was left, and that the PID is now another process (issue 20)."""
+    import socket
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    record = {"pid": 1, "host": socket.gethostname(), "started": 0, "command": "training"}
+    (folder / el.LOCK_NAME).write_text(json.dumps(record))
+    with caplog.at_level("WARNING"):
+        lock = el.ExperimentLock(folder).acquire()
+    lock.release()
+    assert "no longer running" not in caplog.text
+    assert "taking over the lock left by a training run (PID 1 on " in caplog.text
+    assert "PID 1 now belongs to another process" in caplog.text
