@@ -78,5 +78,5 @@ def test_unbuildable_shapes_are_one_line(tmp_path: Path) -> None:
     state["fea_conv.0.weight"] = torch.zeros(10, 3, 3, 3)  # width 10: not a multiple of 4
     path = tmp_path / "bad.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"looks like IMDN_RTE x2 .* cannot be built: .*multiple of 4, got 10"):
+    with pytest.raises(CheckpointError, match=r"its shapes describe IMDN_RTE x2 .*, which IMDN_RTE cannot build: .*multiple of 4, got 10"):
         load_network(path)
