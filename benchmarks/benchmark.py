@@ -65,7 +65,8 @@ from torch import Tensor, nn
 
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.evaluation import set5_scores
-from imdn_plugin.inference.fast import PRECISIONS, make_fast_forward
+from imdn_plugin.inference.fast import make_fast_forward
+from imdn_plugin.machine import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -773,7 +774,7 @@ def cpu_flags_line() -> str:
     except OSError:
         return "unknown"
     wanted = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "avx_vnni", "avx_ne_convert")]
-    from imdn_plugin.inference.fused_cpu import amx_detected, mkldnn_bf16_native  # noqa: PLC0415
+    from imdn_plugin.machine import amx_detected, mkldnn_bf16_native  # noqa: PLC0415
 
     return (
         f"{' '.join(sorted(wanted)) or 'none of avx2/avx512/amx'}; oneDNN bf16 convolutions: "

@@ -486,7 +486,7 @@ def check_pretrained(opt: Mapping[str, Any], lookup_arch: Callable[[str], type])
 
 
 #: The ``train:`` keys of the plugin's own (beside BasicSR's) and their values.
-TRAIN_AMP = (None, "bf16", "fp16")
+from .machine import TRAIN_AMP  # noqa: E402  (the precision words live in machine.py)
 
 
 def train_options(opt: Mapping[str, Any]) -> tuple[bool, Optional[str]]:

@@ -20,7 +20,8 @@ from ..archs import IMDNBase
 from ..errors import ConfigError
 from ..options import check_keys
 from . import cropping, runtimes, tiling
-from .fast import PRECISIONS, make_fast_forward
+from ..machine import PRECISIONS, available_bytes
+from .fast import make_fast_forward
 from .global_tiling import global_tiled_forward
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class InferenceOptions:
         compile: Use ``torch.compile`` in the fast path.
         precision: ``fp32`` (default: exact), ``bf16`` (CPU: the bf16 fused
             plan, Set5 within ~0.003 dB of fp32; CUDA: autocast), ``fp16`` (CUDA
-            autocast) or ``auto`` (``bf16`` on a CPU with AMX, else ``fp32``).
+            autocast) or ``auto`` (:func:`imdn_plugin.machine.resolve_precision`: ``fp16`` on a
+            CUDA GPU with tensor cores, ``bf16`` on a CPU with AMX, else ``fp32``).
         progress: Show a progress bar over tiles.
         backend: ``torch`` (default), ``onnxruntime`` or ``openvino``: the network exported
             to ONNX and run by that runtime on the CPU, through the same ACS / tiling code
@@ -144,20 +146,6 @@ def whole_image_bytes(network: nn.Module, n: int, h: int, w: int) -> Optional[in
     features = n * (h // stride + 1) * (w // stride + 1) * num_feat * 4 * _LIVE_MAPS
     output = 2 * n * 3 * (scale * h) * (scale * w) * 4  # the float output and one copy of it
     return features + output
-
-
-def available_bytes(device: torch.device) -> Optional[int]:
-    """Memory available for a forward on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def auto_tile(network: nn.Module, x: Tensor, device: torch.device) -> Optional[int]:

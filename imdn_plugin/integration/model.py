@@ -39,12 +39,11 @@ from ..checkpoint import (
     save_network_file,
 )
 from ..errors import PluginError
+from ..machine import autocast_dtype
 from ..inference.predictor import InferenceOptions, build_predictor
 from ..options import check_network_opt, save_safetensors_option, train_options
 from .exact_resume import rng_state, set_rng_state
 from .progress import comparison_image, sample_tag
-
-_AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class IMDNModel(SRModel):
@@ -56,7 +55,7 @@ class IMDNModel(SRModel):
         self._predictor = None
         self._tb_sample: Optional[tuple[Any, str, Any]] = None  # (tb_logger, tag, step) while armed
         self.channels_last, amp = train_options(opt)
-        self.amp_dtype = _AMP_DTYPES[amp]
+        self.amp_dtype = autocast_dtype(amp)
         super().__init__(opt)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
 
