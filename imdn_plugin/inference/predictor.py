@@ -220,8 +220,20 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
             return cropping.pad_forward(forward, x, multiple=multiple, scale=scale)
         return forward(x)
 
+    # The tile an out-of-memory error brought the run down to (CUDA), kept for later images.
+    oom_tile: list[Optional[int]] = [None]
+
     def predict(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        start = oom_tile[0] if oom_tile[0] is not None else (options.tile if options.mode in ("auto", "tile") else None)
+        floor = tiling.OOM_MIN_TILE if global_stats else max(tiling.OOM_MIN_TILE, 2 * overlap + 4)  # local: tile > 2·overlap
+        y, tile = tiling.retry_out_of_memory(lambda t: predict_with(x, out, t), start, x.shape[-2], x.shape[-1], floor)
+        oom_tile[0] = tile
+        return y
+
+    def predict_with(x: Tensor, out: Optional[Tensor], oom_cap: Optional[int]) -> Tensor:
         mode, tile = options.mode, options.tile
+        if oom_cap is not None:  # tiles of at most oom_cap px after running out of memory
+            mode, tile = "tile", min(oom_cap, tile or oom_cap)
         if mode == "auto":
             if tile is None:
                 tile = auto_tile(network, x, forward.device)
