@@ -223,7 +223,8 @@ class Upscaler:
                 alpha = None
         except InferenceError as exc:
             raise InferenceError(f"{src}: {exc}") from None
-        return imageio.to_samples(sr, alpha, bit_depth=bit_depth, gray=img.channels in (1, 2)), fmt
+        gray = img.channels in (1, 2) or (img.channels == 4 and imageio.is_gray_alpha_png(src))
+        return imageio.to_samples(sr, alpha, bit_depth=bit_depth, gray=gray), fmt
 
     def output_suffix(self, src: Union[str, "os.PathLike[str]"]) -> str:
         """The file name ending of ``src``'s output (``.png``, ``.jpg`` or ``.webp``)."""
@@ -244,7 +245,7 @@ class Upscaler:
         unless ``overwrite``; :class:`FileExistsError`).  A PNG is encoded straight into the
         file (:func:`~.data.imageio.write_png_atomic`): no PNG in memory."""
         samples, fmt = self._upscale_read(src)
-        if fmt == "png":
+        if fmt == "png" and samples.shape[2] != 2:  # OpenCV writes no gray+alpha: those via encode_image
             imageio.write_png_atomic(dst, samples, overwrite=overwrite)
         else:
             imageio.write_atomic(dst, imageio.encode_image(samples, fmt, self.quality), overwrite=overwrite)

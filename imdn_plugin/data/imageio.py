@@ -425,7 +425,7 @@ def encode_image(img: np.ndarray, fmt: str, quality: Optional[int] = None) -> by
     if channels in (2, 4) and not FORMAT_KEEPS_ALPHA[fmt]:
         raise ValueError(f"{fmt} has no alpha channel, got {channels} channels")
     if fmt == "png":
-        return png_bytes(img, compress_level=None)
+        return png_gray_alpha_bytes(img) if channels == 2 else png_bytes(img, compress_level=None)
     check_quality(quality)
     q = DEFAULT_QUALITY[fmt] if quality is None else quality
     flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpg" else cv2.IMWRITE_WEBP_QUALITY
@@ -433,3 +433,33 @@ def encode_image(img: np.ndarray, fmt: str, quality: Optional[int] = None) -> by
     if not ok:
         raise ValueError(f"{fmt} encoding failed for an image of shape {img.shape}")
     return buf.tobytes()
+
+
+def is_gray_alpha_png(path: PathLike) -> bool:
+    """Whether ``path`` is a PNG of colour type 4 (gray + alpha), which OpenCV decodes as BGRA."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return len(head) == 26 and head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR" and head[25] == 4
+
+
+def png_gray_alpha_bytes(img: np.ndarray) -> bytes:
+    """A gray + alpha PNG (colour type 4, 8 or 16 bit) of an ``H×W×2`` uint8/uint16 array:
+    OpenCV writes 1, 3 or 4 channels only.  Rows unfiltered, zlib level 6."""
+    import struct
+    import zlib
+
+    if img.ndim != 3 or img.shape[2] != 2 or img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"png_gray_alpha_bytes: expected H×W×2 uint8/uint16, got {img.shape} {img.dtype}")
+    h, w = img.shape[:2]
+    rows = np.ascontiguousarray(img.astype(">u2") if img.dtype == np.uint16 else img).reshape(h, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter byte 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    depth = 16 if img.dtype == np.uint16 else 8
+    header = struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
