@@ -66,7 +66,7 @@ from torch import Tensor, nn
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.evaluation import set5_scores
 from imdn_plugin.inference.fast import make_fast_forward
-from imdn_plugin.machine import PRECISIONS
+from imdn_plugin.machine import OV_HINTS, OV_PRECISIONS, PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -442,10 +442,10 @@ def build_variant(
     if variant == "ort-fp32":
         forward = ort_forward(onnx_file, threads)
         return Built(forward, forward, "onnxruntime CPU", "fp32", time.perf_counter() - t0, True)
-    hint = "f32" if variant == "ov-fp32" else "bf16"
+    hint = OV_HINTS["fp32" if variant == "ov-fp32" else "bf16"]
     run, effective = ov_forward(onnx_file, hint, threads, shape)
     dynamic, _ = ov_forward(onnx_file, hint, threads, None)  # for Set5's varying sizes
-    label = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(effective, effective)
+    label = OV_PRECISIONS.get(effective, effective)
     wanted = "fp32" if hint == "f32" else hint
     precision = label if label == wanted else f"{wanted} requested, ran {label} (OpenVINO has no {wanted} on this CPU)"
     return Built(run, dynamic, "openvino CPU (static shape)", precision, time.perf_counter() - t0, label == "fp32")
