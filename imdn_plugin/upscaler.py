@@ -74,7 +74,8 @@ class Upscaler:
             state dict such as the authors' releases).
         scale: IMDN_AS: the factor (>= 1, default 1); IMDN: must match its own or be None.
         options: How images go through the network (default:
-            ``InferenceOptions(precision="auto")``: bf16 on a CPU with AMX, else fp32).
+            ``InferenceOptions(precision="auto")``: fp16 on a CUDA GPU with tensor cores, bf16 on a CPU
+            with AMX, else fp32; :func:`~imdn_plugin.machine.resolve_precision`).
         device: Default: :func:`~imdn_plugin.machine.default_device` (``IMDN_DEVICE``, else CUDA when
             available and ``options.backend`` is ``torch``, else CPU).
         param_key: Key inside BasicSR files.
