@@ -768,13 +768,12 @@ def machine_line(device: torch.device) -> str:
 
 def cpu_flags_line() -> str:
     """The CPU's SIMD / matrix flags that decide the fp32 and bf16 speed (``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
+    from imdn_plugin.machine import amx_detected, cpu_flags, mkldnn_bf16_native  # noqa: PLC0415
+
+    flags = cpu_flags()
+    if flags is None:
         return "unknown"
     wanted = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "avx_vnni", "avx_ne_convert")]
-    from imdn_plugin.machine import amx_detected, mkldnn_bf16_native  # noqa: PLC0415
 
     return (
         f"{' '.join(sorted(wanted)) or 'none of avx2/avx512/amx'}; oneDNN bf16 convolutions: "
