@@ -20,8 +20,9 @@ parsers can read these words before torch is loaded.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -67,7 +68,7 @@ OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 OV_PRECISIONS = {hint: word for word, hint in OV_HINTS.items()}
 
 
-def torch_dtype(precision: str) -> "torch.dtype":
+def torch_dtype(precision: str) -> torch.dtype:
     """The torch float type of ``fp32`` / ``fp16`` / ``bf16``; ValueError for other words (``auto``: resolve it first)."""
     import torch
 
@@ -77,7 +78,7 @@ def torch_dtype(precision: str) -> "torch.dtype":
     return dtypes[precision]
 
 
-def autocast_dtype(precision: Optional[str]) -> "Optional[torch.dtype]":
+def autocast_dtype(precision: str | None) -> torch.dtype | None:
     """The ``torch.autocast`` dtype of a precision word or ``train:amp`` value (``None`` for fp32 / ``None``)."""
     return torch_dtype(precision) if precision in REDUCED_PRECISIONS else None
 
@@ -119,7 +120,7 @@ def default_device(backend: str = "torch") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def available_bytes(device: "torch.device") -> Optional[int]:
+def available_bytes(device: torch.device) -> int | None:
     """Memory available for a forward on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
     if device.type == "cuda":
         import torch
@@ -138,7 +139,7 @@ def available_bytes(device: "torch.device") -> Optional[int]:
 # --------------------------------------------------------------------------- CPU features
 
 
-def cpu_flags() -> Optional[frozenset[str]]:
+def cpu_flags() -> frozenset[str] | None:
     """The ``flags`` of ``/proc/cpuinfo`` (Linux), or None where there is no such file."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -200,7 +201,7 @@ def amx_detected() -> tuple[bool, str]:
 CUDA_HALF_MIN_CAPABILITY = (7, 0)
 
 
-def cuda_half_fast(device: "torch.device") -> bool:
+def cuda_half_fast(device: torch.device) -> bool:
     """Whether the CUDA ``device`` has fp16 tensor cores (compute capability >= 7.0)."""
     import torch
 
@@ -225,7 +226,7 @@ def strict_fp32_cuda() -> Iterator[None]:
 # --------------------------------------------------------------------------- precision: auto
 
 
-def resolve_precision(precision: str, device: "torch.device") -> tuple[str, str]:
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     """``(precision, why)`` on ``device``; words other than ``auto`` are returned as they are.
 
     ``auto`` becomes:

@@ -13,7 +13,7 @@ from imdn_plugin import machine
 from imdn_plugin.inference import InferenceOptions
 
 PACKAGE = Path(machine.__file__).parent
-SCRIPTS = PACKAGE.parent / "scripts"
+SCRIPTS = [PACKAGE.parent / "scripts", PACKAGE.parent / "benchmarks"]
 
 
 def test_precision_words_and_their_dtypes() -> None:
@@ -126,7 +126,7 @@ def test_bad_assume_amx_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _sources() -> list[Path]:
-    return [p for p in [*PACKAGE.rglob("*.py"), *SCRIPTS.glob("*.py")] if p != Path(machine.__file__)]
+    return [p for p in [*PACKAGE.rglob("*.py"), *(p for d in SCRIPTS for p in d.glob("*.py"))] if p != Path(machine.__file__)]
 
 
 def test_every_imdn_variable_is_named_and_read_only_in_machine() -> None:

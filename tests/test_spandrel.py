@@ -87,8 +87,8 @@ def set5_crop(reference: Path, h: int, w: int) -> torch.Tensor:
     import cv2
 
     img = cv2.imread(str(reference / "Set5" / "HR" / "baby.bmp"), cv2.IMREAD_COLOR)[:, :, ::-1]
-    t, l = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    return torch.from_numpy(img[t : t + h, l : l + w].copy()).permute(2, 0, 1)[None].float() / 255
+    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return torch.from_numpy(img[top : top + h, left : left + w].copy()).permute(2, 0, 1)[None].float() / 255
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

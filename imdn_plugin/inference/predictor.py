@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from ..archs import IMDNBase
 from ..errors import ConfigError
+from ..machine import PRECISIONS, available_bytes
 from ..options import check_keys
 from . import cropping, runtimes, tiling
-from ..machine import PRECISIONS, available_bytes
 from .fast import make_fast_forward
 from .global_tiling import global_tiled_forward
 

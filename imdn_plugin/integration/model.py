@@ -39,8 +39,8 @@ from ..checkpoint import (
     save_network_file,
 )
 from ..errors import PluginError
-from ..machine import autocast_dtype
 from ..inference.predictor import InferenceOptions, build_predictor
+from ..machine import autocast_dtype
 from ..options import check_network_opt, save_safetensors_option, train_options
 from .exact_resume import rng_state, set_rng_state
 from .progress import comparison_image, sample_tag

@@ -3,7 +3,7 @@ does): finite and close to fp32 on a real photo, flat, black, white and saturate
 statistics (Eq. 5) taken in fp32 and rounded once, on maps whose sum passes fp16's 65504.
 
 Small sizes here (fp16 convolutions on a CPU are slow); the whole Set5 table, the hard inputs and
-4000-px-wide images: scripts/check_half.py, figures in docs/precision-and-outputs.md.
+4000-px-wide images: benchmarks/check_half.py, figures in docs/precision-and-outputs.md.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _inputs(reference: Path, h: int, w: int) -> dict[str, torch.Tensor]:
     img = cv2.imread(str(reference / "Set5" / "HR" / "butterfly.bmp"), cv2.IMREAD_COLOR)[:, :, ::-1]
-    t, l = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    photo = torch.from_numpy(np.ascontiguousarray(img[t : t + h, l : l + w])).permute(2, 0, 1)[None].float() / 255
+    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    photo = torch.from_numpy(np.ascontiguousarray(img[top : top + h, left : left + w])).permute(2, 0, 1)[None].float() / 255
     bars = torch.zeros(1, 3, h, w)
     for i, rgb in enumerate([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]):
         bars[0, :, :, i * w // 6 : (i + 1) * w // 6] = torch.tensor(rgb, dtype=torch.float32)[:, None, None]
@@ -41,7 +41,7 @@ def _inputs(reference: Path, h: int, w: int) -> dict[str, torch.Tensor]:
     }
 
 
-# Floors below the CPU measurements of scripts/check_half.py (fp16 ~56-94 dB, bf16 ~38-77 dB on
+# Floors below the CPU measurements of benchmarks/check_half.py (fp16 ~56-94 dB, bf16 ~38-77 dB on
 # these kinds of input); an fp16 / bf16 path that breaks (overflow, statistics in 16 bits on a
 # runtime that accumulates in 16 bits, a dtype mix-up) lands far below them or non-finite.
 FLOORS = {torch.float16: 50.0, torch.bfloat16: 33.0}

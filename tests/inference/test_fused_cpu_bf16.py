@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imdn_plugin import machine
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.inference import fast as fast_mod
 from imdn_plugin.inference import fused_cpu
 from imdn_plugin.inference.fast import make_fast_forward
-from imdn_plugin import machine
 from imdn_plugin.inference.fused_cpu import FusedIMDNPlanBF16
-from imdn_plugin.machine import mkldnn_bf16_native
 from imdn_plugin.inference.predictor import InferenceOptions, build_predictor
+from imdn_plugin.machine import mkldnn_bf16_native
 
 #: bf16 plan vs the fp32 module on noise inputs with random weights: max abs diff relative to the
 #: output's largest magnitude.  bf16 keeps 8 significant bits (unit roundoff 2^-9 ≈ 0.002); through

@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from imdn_plugin.archs import IMDN
-from imdn_plugin.inference import InferenceOptions, build_predictor
+from imdn_plugin.inference import InferenceOptions, build_predictor, tiling
 from imdn_plugin.inference import fast as fast_mod
 from imdn_plugin.inference import predictor as predictor_mod
-from imdn_plugin.inference import tiling
 
 H, W = 150, 140
 

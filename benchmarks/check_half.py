@@ -9,7 +9,7 @@ colour bars with hard edges, a 0/1 checkerboard, and (``--large W``) a white and
 a noisy image W pixels wide.  Also the largest activation magnitude of the fp32
 forward (fp16 overflows at 65504).  CPU is fine; ``--device cuda`` on a GPU.
 
-    python scripts/check_half.py [--reference ../shared/reference] [--large 4000] [--device cpu]
+    python benchmarks/check_half.py [--reference ../shared/reference] [--large 4000] [--device cpu]
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ then upscaled by :class:`~imdn_plugin.Upscaler` with ``alpha="network"`` and
 ``alpha="bicubic"`` (IMDN ×4 weights, and IMDN_AS at scale 4).  Prints the PSNR
 (dB, 8-bit) of the written alpha plane against the original alpha.
 
-    python scripts/check_alpha.py [--reference ../shared/reference]
+    python benchmarks/check_alpha.py [--reference ../shared/reference]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     totals: dict[tuple[str, str], float] = {k: 0.0 for k in ups}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (f, rgb) in enumerate(zip(files, imgs)):
+        for i, (f, rgb) in enumerate(zip(files, imgs, strict=True)):
             other = imgs[(i + 1) % len(imgs)]
             h, w = min(rgb.shape[0], other.shape[0]), min(rgb.shape[1], other.shape[1])
             hr = np.dstack([rgb[:h, :w], cv2.cvtColor(other[:h, :w], cv2.COLOR_BGR2GRAY)])
