@@ -6,26 +6,27 @@ accepts BasicSR files (``{'params': ..., 'params_ema': ...}``), bare state dicts
 such as the authors' releases, and ``module.`` prefixes from ``DataParallel``.
 Files named ``*.safetensors`` are read with the ``safetensors`` package (never
 through ``torch.load``); :func:`save_network_file` writes either format by suffix.
-:func:`describe` reads the network type and hyper-parameters off the tensor
-shapes, so that a mismatch can be reported as "this file is IMDN ×2, the option
-file asks for IMDN ×4" instead of a list of size errors.
+File formats only: which network a state dict holds is read off its tensor
+shapes by :func:`imdn_plugin.archs.describe` (each architecture's detection
+lives beside it in :mod:`imdn_plugin.archs`), so that a mismatch can be
+reported as "this file is IMDN ×2, the option file asks for IMDN ×4" instead of
+a list of size errors.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, Union
 
 import torch
 from torch import nn
 
+from .archs.detect import NETWORKS, ArchSpec, build, describe, summarize
 from .atomic import atomic_write
 from .errors import CheckpointError
 
@@ -41,43 +42,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 #: safetensors metadata entry listing the parameter groups of a
 #: :func:`save_network_file` file (JSON list; the first is stored unprefixed).
 PARAM_KEYS_METADATA = "imdn_plugin.param_keys"
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """What a state dict is, as read from its tensor shapes."""
-
-    type: str
-    num_in_ch: int
-    num_out_ch: int
-    num_feat: int
-    num_block: int
-    upscale: int
-
-    def network_opt(self) -> dict[str, Any]:
-        """The ``network_g`` options that build this network."""
-        opt: dict[str, Any] = {
-            "type": self.type,
-            "num_in_ch": self.num_in_ch,
-            "num_out_ch": self.num_out_ch,
-            "num_feat": self.num_feat,
-            "num_block": self.num_block,
-        }
-        if self.type == "IMDN":
-            opt["upscale"] = self.upscale
-        return opt
-
-    @property
-    def scale(self) -> int:
-        """Output size / input size (1 for the size-preserving IMDN_AS)."""
-        return 1 if self.type == "IMDN_AS" else self.upscale
-
-    def __str__(self) -> str:
-        what = f"{self.type} x{self.upscale}" if self.type == "IMDN" else self.type
-        return (
-            f"{what} (num_feat={self.num_feat}, num_block={self.num_block}, "
-            f"{self.num_in_ch}->{self.num_out_ch} channels)"
-        )
 
 
 def _strip_prefix(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -287,37 +251,6 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str = "checkpoint") 
             )
 
 
-def describe(state: Mapping[str, torch.Tensor]) -> Optional[ArchSpec]:
-    """Recognise IMDN / IMDN_AS and their hyper-parameters from tensor shapes.
-
-    Returns ``None`` when the state dict is not an IMDN-family network.
-    """
-    if "fea_conv.weight" in state:
-        arch, first = "IMDN", state["fea_conv.weight"]
-    elif "fea_conv.0.weight" in state:
-        arch, first = "IMDN_AS", state["fea_conv.0.weight"]
-    else:
-        return None
-    up = state.get("upsampler.0.weight")
-    if up is None or first.ndim != 4:
-        return None
-    num_feat, num_in_ch = int(first.shape[0]), int(first.shape[1])
-    num_block = len({m.group(1) for k in state if (m := re.match(r"IMDB(\d+)\.c1\.weight$", k))})
-    up_ch = int(up.shape[0])
-    if arch == "IMDN_AS":
-        num_out_ch, upscale = up_ch // 16, 4
-    else:
-        # out_ch * s^2 channels: assume out_ch == in_ch (RGB->RGB, Y->Y) when it divides.
-        candidates = [num_in_ch] + [c for c in (3, 1) if c != num_in_ch]
-        num_out_ch, upscale = num_in_ch, 0
-        for ch in candidates:
-            s = math.isqrt(up_ch // ch) if up_ch % ch == 0 else 0
-            if s >= 2 and s * s * ch == up_ch:
-                num_out_ch, upscale = ch, s
-                break
-    return ArchSpec(arch, num_in_ch, num_out_ch, num_feat, num_block, upscale)
-
-
 def load_into(network: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, source: str = "checkpoint") -> None:
     """``load_state_dict`` with a readable error when the file is for another network.
 
@@ -490,17 +423,22 @@ def save_network_file(
 
 
 def load_network(path: PathLike, param_key: Optional[str] = "params") -> tuple[nn.Module, ArchSpec]:
-    """Build IMDN / IMDN_AS from a checkpoint, type and sizes read off its shapes (:func:`describe`).
+    """Build the network of a checkpoint, type and sizes read off its shapes (:func:`imdn_plugin.archs.describe`).
 
     Returns the network (CPU, train mode as constructed) with the weights loaded, and its spec.
+    A file that matches none of :data:`imdn_plugin.archs.NETWORKS` is a one-line
+    :class:`CheckpointError` saying what it holds.
     """
-    from .archs import IMDN, IMDN_AS
-
     state = load_state_dict(path, param_key)
     spec = describe(state)
     if spec is None:
-        raise CheckpointError(f"{path}: not an IMDN or IMDN_AS checkpoint")
-    opt = spec.network_opt()
-    net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
+        raise CheckpointError(
+            f"{path}: not a checkpoint of a network this plugin knows ({', '.join(NETWORKS)}): "
+            f"found {summarize(state)}"
+        )
+    try:
+        net = build(spec)
+    except ValueError as exc:  # shapes that no constructor accepts (e.g. a width not a multiple of 16)
+        raise CheckpointError(f"{path}: looks like {spec} but that network cannot be built: {exc}") from None
     load_into(net, state, source=str(path))
     return net, spec

@@ -1,4 +1,4 @@
-"""ONNX export of IMDN ×2/×3/×4 and IMDN_AS (torch only, no BasicSR; command: ``basicsr export``).
+"""ONNX export of IMDN ×2/×3/×4, IMDN_AS, IMDN_RTC and IMDN_RTE (torch only, no BasicSR; command: ``basicsr export``).
 
 The graph takes ``input`` (``N×C×H×W``, float in [0, 1]) and gives ``output``
 (``N×C×sH×sW``; ``s = 1`` for IMDN_AS); batch, height and width are dynamic
@@ -35,9 +35,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .archs import IMDN, IMDN_AS
+from .archs import NETWORKS, describe
 from .atomic import atomic_write
-from .checkpoint import describe
 from .errors import ConfigError, PluginError
 from .machine import EXPORT_PRECISIONS as PRECISIONS
 from .version import __version__
@@ -71,7 +70,7 @@ INPUT_NAME, OUTPUT_NAME = "input", "output"
 #: Batch and input size of the onnxruntime check: sizes other than the traced
 #: example's (:data:`_EXAMPLE_SHAPE`), so a graph whose axes were not dynamic fails the check.
 CHECK_BATCH = 2
-CHECK_SIZE = {"IMDN": (37, 53), "IMDN_AS": (36, 52)}
+CHECK_SIZE = {"IMDN": (37, 53), "IMDN_AS": (36, 52), "IMDN_RTC": (37, 53), "IMDN_RTE": (36, 52)}
 #: (batch, height, width) of the traced example per exporter; sides are multiples of 4
 #: for IMDN_AS, and torch.export specializes dimensions of size 1.
 _EXAMPLE_SHAPE = {"torchscript": (1, 12, 16), "dynamo": (2, 12, 16)}
@@ -109,8 +108,8 @@ class ExportReport:
 
 
 def _check_options(network: object, precision: object, opset: object, exporter: object) -> None:
-    if not isinstance(network, (IMDN, IMDN_AS)):
-        raise ConfigError(f"export: expected an IMDN or IMDN_AS network, got {type(network).__name__}")
+    if not isinstance(network, tuple(NETWORKS.values())):
+        raise ConfigError(f"export: expected one of {', '.join(NETWORKS)}, got {type(network).__name__}")
     if precision not in PRECISIONS:
         raise ConfigError(f"export: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if exporter not in EXPORTERS:

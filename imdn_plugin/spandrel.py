@@ -1,4 +1,4 @@
-"""IMDN and IMDN_AS for spandrel (chaiNNer, traiNNer-redux, …).
+"""IMDN, IMDN_AS, IMDN_RTC and IMDN_RTE for spandrel (chaiNNer, traiNNer-redux, …).
 
     import spandrel
     import imdn_plugin.spandrel
@@ -7,17 +7,18 @@
     model = spandrel.ModelLoader().load_from_file("IMDN_x4.pth")  # or .safetensors
     sr = model(image)  # 1×3×H×W in [0, 1] -> 1×3×4H×4W
 
-:func:`install` adds two architectures to spandrel's ``MAIN_REGISTRY`` (or a
+:func:`install` adds four architectures to spandrel's ``MAIN_REGISTRY`` (or a
 registry you pass). They recognise a state dict from its keys alone and read
-width, blocks, channels and scale with :func:`imdn_plugin.checkpoint.describe`;
-the networks are this package's :class:`~imdn_plugin.archs.IMDN` and
-:class:`~imdn_plugin.archs.IMDN_AS`. Needs the extra: ``pip install "imdn-plugin[spandrel]"``.
+width, blocks, channels and scale with :func:`imdn_plugin.archs.describe`;
+the networks are this package's :class:`~imdn_plugin.archs.IMDN`,
+:class:`~imdn_plugin.archs.IMDN_AS`, :class:`~imdn_plugin.archs.IMDN_RTC` and
+:class:`~imdn_plugin.archs.IMDN_RTE`. Needs the extra: ``pip install "imdn-plugin[spandrel]"``.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 try:  # absolute imports: this module's own name does not shadow the real package
     from spandrel import (
@@ -35,11 +36,11 @@ except ModuleNotFoundError as _exc:
         raise  # spandrel is there but one of its own dependencies is not: keep that message
     raise ImportError('imdn_plugin.spandrel needs spandrel: pip install "imdn-plugin[spandrel]"') from None
 
-from .archs import IMDN, IMDN_AS
-from .checkpoint import describe, extract_state_dict, load_into, split_param_groups
+from .archs import build, describe
+from .checkpoint import extract_state_dict, load_into, split_param_groups
 from .errors import CheckpointError
 
-__all__ = ["ARCHITECTURES", "CCA_STATS_HALF_SAFE", "IMDNArch", "IMDN_ASArch", "install"]
+__all__ = ["ARCHITECTURES", "CCA_STATS_HALF_SAFE", "IMDNArch", "IMDN_ASArch", "IMDN_RTCArch", "IMDN_RTEArch", "install"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,26 +78,24 @@ def _detect(state_dict: Mapping[str, Any], keys: KeyCondition, arch_type: str) -
     if not keys(state):
         return False
     spec = describe(state)
-    return spec is not None and spec.type == arch_type and spec.upscale >= 2
+    return spec is not None and spec.type == arch_type and spec.upscale >= 1
 
 
-class _IMDNFamilyArch(Architecture[Union[IMDN, IMDN_AS]]):
-    """Detection and loading shared by both networks."""
+class _IMDNFamilyArch(Architecture[Any]):
+    """Detection and loading shared by the networks."""
 
     arch_type: str
 
-    def __init__(self, first_conv: str) -> None:
-        keys = KeyCondition.has_all(first_conv, *_BLOCK_KEYS)
+    def __init__(self, *required_keys: str) -> None:
+        keys = KeyCondition.has_all(*required_keys)
         super().__init__(id=self.arch_type, detect=lambda state: _detect(state, keys, self.arch_type))
 
-    def load(self, state_dict: dict[str, Any]) -> ImageModelDescriptor[Union[IMDN, IMDN_AS]]:
+    def load(self, state_dict: dict[str, Any]) -> ImageModelDescriptor[Any]:
         state = _network_state(state_dict)
         spec = describe(state)
         if spec is None or spec.type != self.arch_type:
             raise CheckpointError(f"spandrel state dict: not an {self.arch_type} state dict ({spec or 'unrecognised'})")
-        opt = spec.network_opt()
-        opt.pop("type")
-        model: Union[IMDN, IMDN_AS] = (IMDN if self.arch_type == "IMDN" else IMDN_AS)(**opt)
+        model = build(spec)
         load_into(model, state, strict=True, source=f"spandrel {self.arch_type} state dict")
         return ImageModelDescriptor(
             model,
@@ -124,7 +123,7 @@ class IMDNArch(_IMDNFamilyArch):
     arch_type = "IMDN"
 
     def __init__(self) -> None:
-        super().__init__("fea_conv.weight")
+        super().__init__("fea_conv.weight", *_BLOCK_KEYS)
 
 
 class IMDN_ASArch(_IMDNFamilyArch):
@@ -133,15 +132,36 @@ class IMDN_ASArch(_IMDNFamilyArch):
     arch_type = "IMDN_AS"
 
     def __init__(self) -> None:
-        super().__init__("fea_conv.0.weight")
+        super().__init__("fea_conv.0.weight", *_BLOCK_KEYS)
+
+
+class IMDN_RTCArch(_IMDNFamilyArch):
+    """IMDN_RTC (authors' AI in RTC 2019 release): ``model.0``, ``model.1.sub.N.c1..c5``, ``model.2``."""
+
+    arch_type = "IMDN_RTC"
+
+    def __init__(self) -> None:
+        super().__init__("model.0.weight", "model.1.sub.0.c1.weight", "model.1.sub.0.c5.weight", "model.2.weight")
+
+
+class IMDN_RTEArch(_IMDNFamilyArch):
+    """IMDN_RTE (authors' AI in RTE 2020 release): ``fea_conv.0/2``, ``block1.c1..c7``, ``upsampler.0``."""
+
+    arch_type = "IMDN_RTE"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "fea_conv.0.weight", "fea_conv.2.weight", "block1.c1.weight", "block1.c7.weight", "LR_conv.weight",
+            "upsampler.0.weight",
+        )  # fmt: skip
 
 
 #: The architectures :func:`install` registers.
-ARCHITECTURES: tuple[_IMDNFamilyArch, ...] = (IMDNArch(), IMDN_ASArch())
+ARCHITECTURES: tuple[_IMDNFamilyArch, ...] = (IMDNArch(), IMDN_ASArch(), IMDN_RTCArch(), IMDN_RTEArch())
 
 
 def install(registry: Optional[ArchRegistry] = None) -> None:
-    """Register IMDN and IMDN_AS with spandrel's ``MAIN_REGISTRY`` (or ``registry``); idempotent.
+    """Register IMDN, IMDN_AS, IMDN_RTC and IMDN_RTE with spandrel's ``MAIN_REGISTRY`` (or ``registry``); idempotent.
 
     An architecture id that the registry already holds is left as it is (logged
     when it is not this module's).

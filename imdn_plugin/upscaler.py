@@ -50,7 +50,7 @@ ALPHA_MODES = ("network", "bicubic")
 DEFAULT_ALPHA = "network"
 
 
-def check_output_options(outscale: Optional[float], alpha: str, format: str, quality: Optional[int]) -> None:
+def check_output_options(outscale: float | None, alpha: str, format: str, quality: int | None) -> None:
     """:class:`ConfigError` (one line naming the flag) for a bad ``outscale``, ``alpha``, ``format``
     or ``quality`` of :class:`Upscaler` / ``basicsr infer``."""
     if alpha not in ALPHA_MODES:
@@ -95,10 +95,10 @@ class Upscaler:
         device: Union[torch.device, str, None] = None,
         param_key: str = "params",
         *,
-        outscale: Optional[float] = None,
+        outscale: float | None = None,
         alpha: str = DEFAULT_ALPHA,
         format: str = "png",
-        quality: Optional[int] = None,
+        quality: int | None = None,
     ) -> None:
         check_output_options(outscale, alpha, format, quality)
         self.alpha_mode, self.format, self.quality = alpha, format, quality
@@ -106,7 +106,7 @@ class Upscaler:
         options = options or InferenceOptions(precision="auto")
         device = torch.device(device if device is not None else default_device(options.backend))
         net, spec = load_network(weights, param_key)
-        if spec.type == "IMDN":
+        if spec.type != "IMDN_AS":  # fixed-factor networks (IMDN, IMDN_RTC, IMDN_RTE)
             if scale is not None and scale != spec.upscale:
                 raise ConfigError(
                     f"--scale {scale:g}: {weights} is {spec}; it only upscales x{spec.upscale} "
@@ -127,7 +127,7 @@ class Upscaler:
         #: Whether the network's output is resized afterwards (IMDN with an outscale other than its own).
         self.resizes = spec.type == "IMDN" and outscale is not None and outscale != spec.scale
         self.predict = build_predictor(net.to(device), options)
-        logger.info("loaded %s from %s", spec, weights)
+        logger.info("loaded %s from %s; inference path: %s", spec, weights, getattr(self.predict, "path", "?"))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Output ``(height, width)`` of an ``h×w`` input; :class:`InferenceError` above the pixel limit
@@ -227,7 +227,7 @@ class Upscaler:
         gray = img.channels in (1, 2) or (img.channels == 4 and imageio.is_gray_alpha_png(src))
         return imageio.to_samples(sr, alpha, bit_depth=bit_depth, gray=gray), fmt
 
-    def output_suffix(self, src: Union[str, "os.PathLike[str]"]) -> str:
+    def output_suffix(self, src: str | os.PathLike[str]) -> str:
         """The file name ending of ``src``'s output (``.png``, ``.jpg`` or ``.webp``)."""
         return imageio.FORMAT_SUFFIX[imageio.output_format(self.format, src)]
 

@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import imdn_plugin  # noqa: F401
-from imdn_plugin.archs import IMDN, IMDN_AS
+from imdn_plugin.archs import NETWORKS, build, describe
 from imdn_plugin.checkpoint import (
-    describe,
     load_into,
     load_state_dict,
     save_network_file,
@@ -41,9 +40,8 @@ def main(argv=None) -> int:
         state = load_state_dict(args.input, args.param_key)
         spec = describe(state)
         if spec is None:
-            raise PluginError(f"{args.input}: not an IMDN or IMDN_AS checkpoint")
-        opt = spec.network_opt()
-        net = {"IMDN": IMDN, "IMDN_AS": IMDN_AS}[opt.pop("type")](**opt)
+            raise PluginError(f"{args.input}: not a checkpoint of {', '.join(NETWORKS)}")
+        net = build(spec)
         load_into(net, state, strict=True, source=str(args.input))
         save_network_file({"params": net.state_dict()}, args.output, overwrite=args.force)
     except PluginError as exc:

@@ -48,6 +48,7 @@ def tiny_sr_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     * ``checkpoints/IMDN_x{2,3,4}.pth``, ``IMDN_AS.pth``: paper-size networks (64 features,
       6 blocks) with random weights, saved as bare state dicts like the authors' files;
+      ``model_RTC.pth``, ``model_RTE.pth``: the released real-time networks' sizes, random weights;
     * ``Set5/HR/{a,b}.png`` (36x36) and ``Set5/LR_bicubic/X{s}/{a,b}x{s}.png`` (MATLAB bicubic);
     * ``RealSR/ValidationGT`` and ``ValidationLR``: same-size pairs (30x26);
     * ``DIV2K_train_HR_sub.lmdb`` (four 48x48 sub-images) and ``DIV2K_train_LR_bicubic_X{s}_sub.lmdb``.
@@ -56,7 +57,7 @@ def tiny_sr_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import numpy as np
     from basicsr.utils.matlab_functions import imresize
 
-    from imdn_plugin.archs import IMDN, IMDN_AS
+    from imdn_plugin.archs import IMDN, IMDN_AS, IMDN_RTC, IMDN_RTE
     from imdn_plugin.data.lmdb import LmdbWriter
 
     root = tmp_path_factory.mktemp("tiny_sr_data")
@@ -73,6 +74,8 @@ def tiny_sr_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for s in (2, 3, 4):
         torch.save(IMDN(upscale=s).state_dict(), root / "checkpoints" / f"IMDN_x{s}.pth")
     torch.save(IMDN_AS().state_dict(), root / "checkpoints" / "IMDN_AS.pth")
+    torch.save(IMDN_RTC().state_dict(), root / "checkpoints" / "model_RTC.pth")
+    torch.save({f"module.{k}": v for k, v in IMDN_RTE().state_dict().items()}, root / "checkpoints" / "model_RTE.pth")
     for name in ("a", "b"):
         hr = photo(36, 36)
         (root / "Set5" / "HR").mkdir(parents=True, exist_ok=True)

@@ -163,6 +163,7 @@ def test_non_strict_warm_start_skips_the_upsampler() -> None:
     assert torch.equal(x4.upsampler[0].weight, before)
 
 
+@pytest.mark.slow
 def test_convert_script_round_trip(reference: Path, tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -228,6 +228,7 @@ def test_save_network_file_pth_is_basicsr(tmp_path: Path) -> None:
     assert torch.equal(load_state_dict(path)["fea_conv.weight"], ema["fea_conv.weight"])
 
 
+@pytest.mark.slow
 def test_convert_authors_x4_to_safetensors(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

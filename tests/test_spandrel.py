@@ -27,7 +27,7 @@ AUTHORS = {
     "IMDN_x4.pth": ("IMDN", 4, 1, (19, 14)),
     "IMDN_AS.pth": ("IMDN_AS", 1, 4, (24, 20)),
 }
-OUR_IDS = {"IMDN", "IMDN_AS"}
+OUR_IDS = {"IMDN", "IMDN_AS", "IMDN_RTC", "IMDN_RTE"}
 
 
 def project_network(state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -53,6 +53,7 @@ def test_builtin_spandrel_does_not_claim_authors_files(reference: Path, name: st
         loader.load_from_file(reference / "checkpoints" / name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(AUTHORS))
 def test_authors_files_load_and_match(reference: Path, name: str) -> None:
     imdn_spandrel.install()
@@ -128,11 +129,11 @@ def test_install_is_idempotent() -> None:
     before = len(registry)
     imdn_spandrel.install(registry)
     imdn_spandrel.install(registry)
-    assert len(registry) == before + 2
-    assert {registry["IMDN"].architecture, registry["IMDN_AS"].architecture} == set(imdn_spandrel.ARCHITECTURES)
+    assert len(registry) == before + 4
+    assert {registry[a].architecture for a in ("IMDN", "IMDN_AS", "IMDN_RTC", "IMDN_RTE")} == set(imdn_spandrel.ARCHITECTURES)
     imdn_spandrel.install()
     imdn_spandrel.install()
-    assert sum(a.architecture.id in OUR_IDS for a in spandrel.MAIN_REGISTRY) == 2
+    assert sum(a.architecture.id in OUR_IDS for a in spandrel.MAIN_REGISTRY) == len(OUR_IDS)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +166,7 @@ def test_synthetic_networks_detected(cls: type, opt: dict, spec: tuple) -> None:
 
 
 def test_detect_on_raw_and_foreign_state_dicts() -> None:
-    imdn_arch, as_arch = imdn_spandrel.ARCHITECTURES
+    imdn_arch, as_arch = imdn_spandrel.ARCHITECTURES[:2]
     imdn = IMDN(num_feat=16, num_block=2, upscale=4).state_dict()
     imdn_as = IMDN_AS(num_feat=16, num_block=2).state_dict()
     assert imdn_arch.detect({f"module.{k}": v for k, v in imdn.items()})  # not canonicalised by spandrel

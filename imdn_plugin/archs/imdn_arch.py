@@ -8,10 +8,16 @@ with ``strict=True`` once their ``module.`` prefix is removed.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS"]
+from .spec import ArchSpec, conv_weight, split_upsampler
+
+__all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS", "detect"]
 
 #: Negative slope of every LeakyReLU in the paper's code.
 LRELU_SLOPE = 0.05
@@ -227,3 +233,30 @@ class IMDN_AS(_IMDNBody):
                 "imdn_plugin.inference.acs_forward (the paper's adaptive cropping)"
             )
         return self._trunk(self.fea_conv(x))
+
+
+def detect(state: Mapping[str, Any]) -> ArchSpec | None:
+    """IMDN / IMDN_AS and their sizes from a state dict (no ``module.`` prefix), else None.
+
+    IMDN has one ``fea_conv.weight``; IMDN_AS two convs ``fea_conv.0`` / ``fea_conv.2``.
+    Both need the blocks ``IMDB1``.. with CCA and the upsampler.
+    """
+    if "fea_conv.weight" in state:
+        arch, first = "IMDN", conv_weight(state, "fea_conv.weight")
+    elif "fea_conv.0.weight" in state:
+        arch, first = "IMDN_AS", conv_weight(state, "fea_conv.0.weight")
+    else:
+        return None
+    up = conv_weight(state, "upsampler.0.weight")
+    if up is None or first is None or "IMDB1.cca.conv_du.0.weight" not in state:
+        return None
+    num_feat, num_in_ch = int(first.shape[0]), int(first.shape[1])
+    num_block = len({m.group(1) for k in state if (m := re.match(r"IMDB(\d+)\.c1\.weight$", k))})
+    if num_block < 1:
+        return None
+    up_ch = int(up.shape[0])
+    if arch == "IMDN_AS":
+        num_out_ch, upscale = up_ch // 16, 4
+    else:
+        num_out_ch, upscale = split_upsampler(up_ch, num_in_ch)
+    return ArchSpec(arch, num_in_ch, num_out_ch, num_feat, num_block, upscale)

@@ -5,7 +5,8 @@
 group ``basicsr.plugins``), then runs BasicSR's own pipeline with the current
 working directory as ``root_path``: ``experiments/``, ``results/`` and
 ``tb_logger/`` are created where the command is run.  ``basicsr infer`` upscales
-images with a checkpoint (see ``basicsr infer --help``); ``basicsr export`` writes ONNX.
+images with a checkpoint (see ``basicsr infer --help``); ``basicsr export`` writes ONNX;
+``basicsr info`` counts parameters, Mult-Adds and activations.
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from .allocator import keep_freed_memory
 
 PLUGIN_GROUP = "basicsr.plugins"
 
-USAGE = """usage: basicsr {train,test,infer,export} ...
+USAGE = """usage: basicsr {train,test,infer,export,info} ...
 
   basicsr train -opt options/train_IMDN_x4.yml [--auto_resume] [--launcher pytorch] [--debug] [--force_yml KEY=VALUE ...]
   basicsr test  -opt options/test_IMDN_x4.yml [--force_yml KEY=VALUE ...]
   basicsr infer -i INPUT -o OUTDIR --weights FILE [--scale S] [--tile T] [--device cpu|cuda] [-r] [--overwrite | --skip-existing]
   basicsr export --weights FILE -o OUT.onnx [--precision fp32|fp16] [--overwrite]
+  basicsr info  (--weights FILE | --network NAME [--scale S]) [--size HxW] [--json]
 
 train/test take BasicSR's own flags (-opt, --launcher, --auto_resume, --debug,
 --local_rank, --force_yml); outputs go under the current directory
@@ -102,8 +104,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .export import main as export_main
 
             return export_main(rest)
+        elif command == "info":
+            from .info import main as info_main
+
+            return info_main(rest)
         else:
-            print(f"basicsr: error: unknown command '{command}' (train, test, infer, export)", file=sys.stderr)
+            print(f"basicsr: error: unknown command '{command}' (train, test, infer, export, info)", file=sys.stderr)
             return 2
     except PluginError as exc:
         print(f"basicsr: error: {_one_line(exc)}", file=sys.stderr)

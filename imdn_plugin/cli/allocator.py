@@ -33,7 +33,7 @@ _TRIM_THRESHOLD = 2**31 - 1  # never give the top of the heap back
 _MMAP_THRESHOLDS = (2**30, 32 * 2**20)  # large blocks from the heap; 32 MiB is glibc's cap on older versions
 
 
-def _user_choice(environ: Mapping[str, str], setting: Optional[str] = None) -> Optional[str]:
+def _user_choice(environ: Mapping[str, str], setting: str | None = None) -> Optional[str]:
     """Why to leave malloc alone (``setting``: the value of ``IMDN_MALLOC``, default: ``environ``'s), or None."""
     setting = environ.get(MALLOC_ENV, "").strip() if setting is None else setting
     if setting.lower() in ("default", "0", "off", "no", "false"):

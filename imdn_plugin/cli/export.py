@@ -11,7 +11,7 @@ from . import OneLineParser
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="basicsr export", description="Export an IMDN / IMDN_AS checkpoint to ONNX (dynamic batch, height and width).")
+    p = OneLineParser(prog="basicsr export", description="Export an IMDN / IMDN_AS / IMDN_RTC / IMDN_RTE checkpoint to ONNX (dynamic batch, height and width).")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp16: float16 weights, input and output")

@@ -1,4 +1,4 @@
-"""``basicsr infer``: upscale an image or a folder with an IMDN / IMDN_AS checkpoint.
+"""``basicsr infer``: upscale an image or a folder with an IMDN / IMDN_AS / IMDN_RTC / IMDN_RTE checkpoint.
 
 The network type, width, depth and scale are read off the checkpoint's shapes.
 IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``--scale``
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from ..errors import ConfigError, PluginError
 from ..inference.predictor import InferenceOptions
 from ..inference.runtimes import BACKENDS
 from ..machine import PRECISIONS, default_device
+from ..options.fields import OptionError, show
 from ..upscaler import ALPHA_MODES, DEFAULT_ALPHA, Upscaler, check_output_options
 from . import OneLineParser
 
@@ -88,7 +88,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed; not a file)")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
-    p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN: must match")
+    p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN, IMDN_RTC, IMDN_RTE: must match")
     p.add_argument("--mode", default="auto", choices=("auto", "whole", "acs", "tile"),
                    help="auto (default): tiles with --tile or when the image would not fit in memory, else ACS for "
                         "IMDN_AS and the whole image for IMDN; whole: one pass (IMDN_AS padded; what tiles reproduce)")  # fmt: skip
@@ -284,12 +284,15 @@ def remove_if_empty(folders: Iterable[Path]) -> None:
 
 # --------------------------------------------------------------------------- running
 def in_flag_terms(exc: ConfigError) -> ConfigError:
-    """An ``inference:<key>`` message of :class:`InferenceOptions` in this command's flag names."""
-    msg = re.sub(r"\binference:(\w+)", lambda m: OPTION_FLAGS.get(m.group(1), m.group(0)), str(exc))
-    msg = re.sub(r"^inference: make_fast_forward: precision='(\w+)' needs a network on CUDA.*",
-                 r"--precision \1: needs a CUDA device (--device cuda)", msg)  # fmt: skip
-    msg = re.sub(r"^inference: (make_fast_forward: )?", "", msg)
-    return ConfigError(msg.replace(" or ~ (no tiling)", " (or no --tile: no tiling)"))
+    """An option error in this command's flag names: its key path (``inference:tile``) looked up in
+    :data:`OPTION_FLAGS`; other errors as they are."""
+    key, need = getattr(exc, "key", ""), getattr(exc, "need", "")
+    section, _, name = str(key).partition(":")
+    flag = OPTION_FLAGS.get(name) if section == "inference" else None
+    if not isinstance(exc, OptionError) or flag is None or not need:
+        return exc
+    allowed = f"{need} (or no {flag}: {exc.none_means})" if exc.none_means else need
+    return ConfigError(f"{flag}: {allowed}, got {show(exc.value)}")
 
 
 def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> Optional[str]:

@@ -382,13 +382,13 @@ def output_format(requested: str, src: PathLike) -> str:
     return "webp" if suffix == ".webp" else "png"
 
 
-def check_quality(quality: Optional[int]) -> None:
+def check_quality(quality: int | None) -> None:
     """:class:`ConfigError` unless ``quality`` is None or an integer 1..100."""
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
         raise ConfigError(f"--quality: must be a whole number from 1 to 100, got {quality!r}")
 
 
-def to_samples(bgr: np.ndarray, alpha: Optional[np.ndarray] = None, bit_depth: int = 8, gray: bool = False) -> np.ndarray:
+def to_samples(bgr: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8, gray: bool = False) -> np.ndarray:
     """Float [0, 1] BGR (+alpha) as the uint8 / uint16 array an encoder takes (rounding to
     nearest): ``H×W×{1,2,3,4}`` (gray, gray+alpha, BGR, BGRA)."""
     maxval, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
@@ -409,7 +409,7 @@ def _encoder_input(img: np.ndarray, fmt: str) -> np.ndarray:
     return img
 
 
-def encode_image(img: np.ndarray, fmt: str, quality: Optional[int] = None) -> bytes:
+def encode_image(img: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
     """Encode a uint8/uint16 array (from :func:`to_samples`) as ``png``, ``jpg`` or ``webp``.
 
     ``quality`` (1..100; default :data:`DEFAULT_QUALITY`) sets JPEG and WebP

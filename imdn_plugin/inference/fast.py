@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from ..machine import PRECISIONS, autocast_dtype, resolve_precision, strict_fp32_cuda
+from ..machine import autocast_dtype, resolve_precision, strict_fp32_cuda
 from .fused_cpu import (
     FusedIMDNPlan,
     FusedIMDNPlanBF16,
@@ -180,14 +180,14 @@ class FastForward:
 
 
 def _check_options(network: object, channels_last: object, compile: object, precision: object) -> None:
+    """The keyword arguments by the option schema's rules (:data:`imdn_plugin.options.inference.RULES`,
+    the one place they are written); a :class:`ValueError` naming the argument."""
     if not isinstance(network, nn.Module):
         raise TypeError(f"make_fast_forward: network must be a torch.nn.Module, got {type(network).__name__}")
-    if channels_last is not None and not isinstance(channels_last, bool):
-        raise ValueError(f"make_fast_forward: channels_last must be None, True or False, got {channels_last!r}")
-    if not isinstance(compile, bool):
-        raise ValueError(f"make_fast_forward: compile must be True or False, got {compile!r}")
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(f"make_fast_forward: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    from ..options.inference import RULES
+
+    for name, value in (("channels_last", channels_last), ("compile", compile), ("precision", precision)):
+        RULES[name](value, f"make_fast_forward: {name}")
 
 
 def make_fast_forward(

@@ -142,9 +142,7 @@ class RuntimeForward:
     fused_plan = None
 
     def __init__(self, network: nn.Module, backend: str, precision: str) -> None:
-        problem = precision_problem(backend, precision)
-        if problem:
-            raise ConfigError(f"precision {precision}: {problem}")
+        """``backend`` and ``precision`` as checked by :class:`~imdn_plugin.options.InferenceOptions` (not again here)."""
         require(backend)
         self.backend = backend
         self.module = copy.deepcopy(network).float().cpu().eval()
@@ -217,5 +215,13 @@ class RuntimeForward:
 
 
 def runtime_forward(network: nn.Module, backend: str, precision: str) -> RuntimeForward:
-    """``network`` exported to ONNX and compiled by ``backend`` (``onnxruntime`` or ``openvino``)."""
+    """``network`` exported to ONNX and compiled by ``backend`` (``onnxruntime`` or ``openvino``).
+
+    The two values are checked by the option schema's rules
+    (:class:`~imdn_plugin.options.InferenceOptions`); :func:`.predictor.build_predictor`,
+    whose record is checked already, makes :class:`RuntimeForward` directly.
+    """
+    from ..options.inference import InferenceOptions
+
+    InferenceOptions(backend=backend, precision=precision)
     return RuntimeForward(network, backend, precision)

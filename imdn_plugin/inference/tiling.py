@@ -7,7 +7,8 @@ CCA statistics.  No BasicSR import.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, NamedTuple, Optional
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -264,7 +265,7 @@ def tiled_forward(
 OOM_MIN_TILE = 64
 
 
-def halved_tile(tile: Optional[int], h: int, w: int, floor: int = OOM_MIN_TILE) -> Optional[int]:
+def halved_tile(tile: int | None, h: int, w: int, floor: int = OOM_MIN_TILE) -> int | None:
     """The tile to retry with after running out of memory with ``tile`` (``None``: the whole
     ``h×w`` image): half of it (of the larger side), a multiple of 4, at least ``floor``
     (rounded up to a multiple of 4); ``None`` when ``tile`` is at the floor already."""
@@ -276,8 +277,8 @@ def halved_tile(tile: Optional[int], h: int, w: int, floor: int = OOM_MIN_TILE) 
 
 
 def retry_out_of_memory(
-    run: Callable[[Optional[int]], Tensor], tile: Optional[int], h: int, w: int, floor: int = OOM_MIN_TILE
-) -> tuple[Tensor, Optional[int]]:
+    run: Callable[[int | None], Tensor], tile: int | None, h: int, w: int, floor: int = OOM_MIN_TILE
+) -> tuple[Tensor, int | None]:
     """``(run(tile), tile)``; on :class:`torch.cuda.OutOfMemoryError` the CUDA cache is freed and
     ``run`` is called again with the tile halved (:func:`halved_tile`), until it fits or the floor
     fails too (then the error propagates).  One warning says what was done.  ``run(t)`` must

@@ -15,13 +15,13 @@ from typing import Any
 
 
 def register() -> None:
-    """Register IMDN, IMDN_AS, CCALayer, IMDNModel and the datasets; patch the pipelines.
+    """Register IMDN, IMDN_AS, IMDN_RTC, IMDN_RTE, CCALayer, IMDNModel and the datasets; patch the pipelines.
 
     Safe to call any number of times, from the command and from user code.
     """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
-    from ..archs import IMDN, IMDN_AS, CCALayer
+    from ..archs import IMDN, IMDN_AS, IMDN_RTC, IMDN_RTE, CCALayer
     from .datasets import AnyScalePairedDataset
     from .model import IMDNModel
     from .patches import patch_pipelines
@@ -29,6 +29,8 @@ def register() -> None:
     for registry, obj in (
         (ARCH_REGISTRY, IMDN),
         (ARCH_REGISTRY, IMDN_AS),
+        (ARCH_REGISTRY, IMDN_RTC),
+        (ARCH_REGISTRY, IMDN_RTE),
         (ARCH_REGISTRY, CCALayer),
         (MODEL_REGISTRY, IMDNModel),
         (DATASET_REGISTRY, AnyScalePairedDataset),

@@ -29,7 +29,6 @@ import torch
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..checkpoint import (
@@ -39,10 +38,11 @@ from ..checkpoint import (
     save_network_file,
 )
 from ..errors import PluginError
-from ..inference.predictor import InferenceOptions, build_predictor
+from ..inference.predictor import build_predictor
 from ..machine import autocast_dtype
-from ..options import check_network_opt, save_safetensors_option, train_options
+from ..options import options_of
 from .exact_resume import rng_state, set_rng_state
+from .parse import BASICSR
 from .progress import comparison_image, sample_tag
 
 
@@ -50,12 +50,16 @@ class IMDNModel(SRModel):
     """SR model for IMDN / IMDN_AS (paper §3) with ACS (§3.3) and tiled testing."""
 
     def __init__(self, opt: dict) -> None:
-        check_network_opt(opt["network_g"], ARCH_REGISTRY.get)
-        self.inference_opt = InferenceOptions.from_dict(opt.get("inference"))
+        # The record the command parsed before any work (a dict built by hand: parsed here, once).
+        self.options = options_of(opt, BASICSR)
+        self.inference_opt = self.options.inference
         self._predictor = None
         self._tb_sample: Optional[tuple[Any, str, Any]] = None  # (tb_logger, tag, step) while armed
-        self.channels_last, amp = train_options(opt)
+        train = self.options.train
+        self.channels_last = train.channels_last if train is not None else False
+        amp = train.amp if train is not None else None
         self.amp_dtype = autocast_dtype(amp)
+        self.save_safetensors = self.options.save_safetensors
         super().__init__(opt)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
 
@@ -157,7 +161,7 @@ class IMDNModel(SRModel):
         name = f"{net_label}_{'latest' if current_iter == -1 else current_iter}.pth"
         path = os.path.join(self.opt["path"]["models"], name)
         atomic_torch_save(save, path)  # the .pth stays: BasicSR's resume reads it
-        if save_safetensors_option(self.opt):  # for spandrel / traiNNer-redux style tools
+        if self.save_safetensors:  # for spandrel / traiNNer-redux style tools
             save_network_file(save, os.path.splitext(path)[0] + ".safetensors", overwrite=True)
 
     @master_only

@@ -5,12 +5,16 @@ builds Python objects from tags (``!!python/object/apply:os.system [...]`` runs
 a command) and passes ``--force_yml`` entries to ``eval``/``exec``.  This one takes the
 same flags and fills in the same keys, in the same way, except:
 
-* the file is read by :func:`imdn_plugin.options.load_option_file` (a safe
-  loader: standard tags only, ordered mappings, no duplicate keys) and
-  ``--force_yml`` values are YAML data (:func:`imdn_plugin.options.apply_overrides`);
-* :func:`imdn_plugin.options.validate_options` runs on the result before any
-  work (before the process group, the seed, any folder), and its one-line
-  errors name the option file;
+* the file is read by :func:`imdn_plugin.options.load_option_file` (a bounded
+  read and a safe loader: standard tags only, ordered mappings, no duplicate
+  keys) and ``--force_yml`` values are YAML data
+  (:func:`imdn_plugin.options.apply_overrides`);
+* the ``--debug`` changes are made first, then
+  :func:`imdn_plugin.options.validate_options` parses the result into one
+  record before any work (before the process group, the seed, any folder),
+  and its one-line errors name the option file.  The returned dict is an
+  :class:`~imdn_plugin.options.OptionDict` carrying that record (``parsed``)
+  for the plugin's model;
 * a missing ``num_gpu`` means ``auto`` (BasicSR: ``KeyError``); bad flags are
   one-line errors instead of argparse's usage text.
 """
@@ -20,9 +24,12 @@ import argparse
 import logging
 import os.path as osp
 import random
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..options import OptionDict
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +54,31 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def read_options(opt_path: str, force_yml: Any, is_train: bool, launcher: str, auto_resume: bool) -> dict:
-    """The option file with ``--force_yml`` applied and the command's keys set, validated.
+class BasicSRRegistry:
+    """BasicSR's registries for the option schema (:class:`imdn_plugin.options.Registry`)."""
+
+    def names(self, kind: str) -> list[str]:
+        from . import registered
+
+        return registered(kind)
+
+    def get(self, kind: str, name: str) -> Any:
+        from . import lookup
+
+        return lookup(kind, name)
+
+
+BASICSR = BasicSRRegistry()
+
+
+def read_options(
+    opt_path: str, force_yml: Any, is_train: bool, launcher: str, auto_resume: bool, debug: bool = False
+) -> "OptionDict":
+    """The option file with ``--force_yml`` applied and the command's keys set, parsed and checked.
 
     No side effect: nothing is created, no process group, no seed.
     """
-    from ..inference.predictor import InferenceOptions
-    from ..options import apply_overrides, load_option_file, validate_options
-    from . import lookup_arch, registered
+    from ..options import apply_overrides, attach, load_option_file, validate_options
 
     opt = load_option_file(opt_path)
     if force_yml:
@@ -63,11 +87,27 @@ def read_options(opt_path: str, force_yml: Any, is_train: bool, launcher: str, a
     opt["auto_resume"] = auto_resume
     opt["is_train"] = is_train
     opt.setdefault("num_gpu", "auto")
+    _debug_options(opt, is_train, debug)
     try:
-        validate_options(opt, lookup_arch, InferenceOptions.from_dict, registry_names=registered)
+        options = validate_options(opt, BASICSR)
     except ConfigError as exc:
         raise ConfigError(f"{opt_path}: {exc}") from None
-    return opt
+    result: OptionDict = attach(opt, options)
+    return result
+
+
+def _debug_options(opt: dict, is_train: bool, debug: bool) -> None:
+    """BasicSR's debug changes (``--debug``: the name; a training named ``*debug*``: short intervals), made
+    before the checks."""
+    name = opt.get("name")
+    if debug and isinstance(name, str) and not name.startswith("debug"):
+        opt["name"] = "debug_" + name
+    if is_train and isinstance(opt.get("name"), str) and "debug" in opt["name"]:
+        if isinstance(opt.get("val"), dict):
+            opt["val"]["val_freq"] = 8
+        if isinstance(opt.get("logger"), dict):
+            opt["logger"]["print_freq"] = 1
+            opt["logger"]["save_checkpoint_freq"] = 8
 
 
 def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse.Namespace]:
@@ -79,7 +119,7 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse
     from .patches import init_dist
 
     args = _arguments()
-    opt = read_options(args.opt, args.force_yml, is_train, args.launcher, args.auto_resume)
+    opt = read_options(args.opt, args.force_yml, is_train, args.launcher, args.auto_resume, args.debug)
 
     # distributed settings
     if args.launcher == "none":
@@ -96,10 +136,6 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse
         seed = random.randint(1, 10000)
         opt["manual_seed"] = seed
     set_random_seed(seed + opt["rank"])
-
-    # debug setting
-    if args.debug and not opt["name"].startswith("debug"):
-        opt["name"] = "debug_" + opt["name"]
 
     if opt["num_gpu"] == "auto":
         opt["num_gpu"] = torch.cuda.device_count()
@@ -128,13 +164,6 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse
         opt["path"]["training_states"] = osp.join(experiments_root, "training_states")
         opt["path"]["log"] = experiments_root
         opt["path"]["visualization"] = osp.join(experiments_root, "visualization")
-
-        # change some options for debug mode
-        if "debug" in opt["name"]:
-            if opt.get("val") is not None:
-                opt["val"]["val_freq"] = 8
-            opt["logger"]["print_freq"] = 1
-            opt["logger"]["save_checkpoint_freq"] = 8
     else:  # test
         results_root = osp.join(root_path, "results", opt["name"])
         opt["path"]["results_root"] = results_root

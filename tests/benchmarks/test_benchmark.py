@@ -37,6 +37,7 @@ def _perturbed(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     return {k: v + 0.02 * torch.randn(v.shape, generator=gen) for k, v in net.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_reference_imdn_matches_plugin_network(bench: ModuleType, scale: int) -> None:
     torch.manual_seed(scale)
@@ -52,6 +53,7 @@ def test_reference_imdn_matches_plugin_network(bench: ModuleType, scale: int) ->
     assert (got - expected).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_reference_imdn_as_matches_plugin_network_and_fast_path(bench: ModuleType) -> None:
     torch.manual_seed(0)
     net = IMDN_AS().eval()

@@ -48,6 +48,7 @@ def _probe(**env: str) -> tuple[bool, int]:
     return out[0] == "True", int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _glibc(), reason="glibc malloc settings only")
 def test_forward_reuses_freed_memory_without_page_faults() -> None:
     applied, faults = _probe()
@@ -55,6 +56,7 @@ def test_forward_reuses_freed_memory_without_page_faults() -> None:
     assert faults < 500, f"{faults} page faults per forward"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _glibc(), reason="glibc malloc settings only")
 def test_opt_out_leaves_glibc_defaults() -> None:
     applied, faults = _probe(IMDN_MALLOC="default")

@@ -275,6 +275,7 @@ def test_interrupted_write_leaves_nothing_finished_and_rerun_completes(tmp_path,
     assert len(_paired_dataset(out["hr"], out["X2"], 2)) == 9 + 12 + 12
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_only_a_temporary_that_a_rerun_removes(tmp_path: Path) -> None:
     root = _make_div2k(tmp_path / "D", [(48, 48), (48, 72)], lr_scales=(2,))
     # A real hard stop (os._exit: no cleanup at all) in the middle of the LMDB writes.

@@ -19,6 +19,7 @@ from imdn_plugin.data import div2k, lmdb as lmdb_io
 from imdn_plugin.data.lmdb import MANIFEST_NAME, check_lmdb_keys, verify_lmdb
 from imdn_plugin.errors import ConfigError
 from imdn_plugin.options import check_dataset_paths
+from imdn_plugin.options.schema import DatasetOptions, IoBackend, Options
 from tests.data.test_div2k import CLI, CROP, REPO, STEP, _make_div2k
 
 
@@ -32,9 +33,10 @@ def rerun(out: dict[str, Path], **kwargs) -> dict[str, Path]:
     return div2k.prepare_div2k(out["hr"].parent, scales=[2], crop_size=CROP, step=STEP, progress=False, **kwargs)
 
 
-def lmdb_opt(out: dict[str, Path]) -> dict:
-    return {"datasets": {"train": {"dataroot_gt": str(out["hr"]), "dataroot_lq": str(out["X2"]),
-                                   "io_backend": {"type": "lmdb"}}}}  # fmt: skip
+def lmdb_opt(out: dict[str, Path]) -> Options:
+    train = DatasetOptions(name="t", type="PairedImageDataset", dataroot_gt=str(out["hr"]), dataroot_lq=str(out["X2"]),
+                           io_backend=IoBackend(type="lmdb"), key="train")  # fmt: skip
+    return Options(datasets=(train,))
 
 
 def test_writer_records_size_and_checksums(prepared: dict[str, Path]) -> None:
@@ -44,6 +46,7 @@ def test_writer_records_size_and_checksums(prepared: dict[str, Path]) -> None:
     assert verify_lmdb(prepared["hr"]) == 21 and check_lmdb_keys(prepared["X2"]) == 21
 
 
+@pytest.mark.slow
 def test_truncated_data_mdb_is_reported_by_the_rerun_and_at_training_start(prepared: dict[str, Path]) -> None:
     data = prepared["hr"] / "data.mdb"
     size = data.stat().st_size

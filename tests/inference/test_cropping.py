@@ -135,6 +135,7 @@ def test_acs_matches_equations(size: tuple[int, int], padding: int) -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_acs_matches_equations_real_checkpoint() -> None:
     ref = _need_reference()
     net = _load(IMDN_AS(), ref / "checkpoints" / "IMDN_AS.pth")
@@ -285,6 +286,7 @@ def test_tiled_imdn_close_to_whole() -> None:
     assert _psnr(got, want) > 50
 
 
+@pytest.mark.slow
 def test_tiled_imdn_x4_set5_close_to_whole() -> None:
     ref = _need_reference()
     net = _load(IMDN(upscale=4), ref / "checkpoints" / "IMDN_x4.pth")

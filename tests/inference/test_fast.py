@@ -111,6 +111,7 @@ def test_imdn_as_checkpoint_matches_eager(reference, device: torch.device) -> No
     _check_sequence(net, device, [(1, 3, 64, 52), (2, 3, 32, 40)])
 
 
+@pytest.mark.slow
 def test_multithreaded_call_matches_eager(device: torch.device) -> None:
     net = _seeded(IMDN(upscale=4, num_feat=32, num_block=2), seed=3).to(device)
     _check_sequence(net, device, [(1, 3, 40, 33), (2, 3, 21, 18)], threads=2)

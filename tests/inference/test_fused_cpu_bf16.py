@@ -120,6 +120,7 @@ def test_cca_statistic_of_bf16_features_is_computed_in_fp32(monkeypatch) -> None
     assert (z.double() - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
 
 
+@pytest.mark.slow
 def test_set5_psnr_of_bf16_plan_within_0_01_db_of_fp32(reference) -> None:
     """The accuracy goal on real data: Set5 ×2 (the scale with the highest PSNR, the most
     sensitive) with the authors' weights, Y-PSNR as ``basicsr test`` computes it.  The goal

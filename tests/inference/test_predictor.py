@@ -9,7 +9,7 @@ from imdn_plugin.inference import InferenceOptions, build_predictor
 
 
 def test_fp16_on_cpu_is_an_option_error() -> None:
-    with pytest.raises(ConfigError, match="^inference: .*fp16"):
+    with pytest.raises(ConfigError, match="^inference:precision: .*fp16"):
         build_predictor(IMDN(num_feat=16, num_block=1, upscale=2), InferenceOptions(precision="fp16"))
 
 
@@ -41,6 +41,7 @@ def _net(kind: str) -> nn.Module:
     return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["IMDN", "IMDN_AS"])
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_uint8_output_is_the_rounded_float_output(kind: str, name: str) -> None:
@@ -74,6 +75,7 @@ def test_non_finite_output_is_an_error_not_an_image(name: str) -> None:
         predict(torch.rand(1, 3, 40, 40), out=out)
 
 
+@pytest.mark.slow
 def test_one_tile_per_call_on_cpu_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     batches: list[int] = []
     real = predictor_mod.tiling.tiled_forward
@@ -90,6 +92,7 @@ def test_one_tile_per_call_on_cpu_by_default(monkeypatch: pytest.MonkeyPatch) ->
     assert batches == [1, 3]
 
 
+@pytest.mark.slow
 def test_auto_tiles_when_the_whole_image_would_not_fit(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     net, x = _net("IMDN"), torch.rand(1, 3, 90, 100)
     need = predictor_mod.whole_image_bytes(net, 1, 90, 100)

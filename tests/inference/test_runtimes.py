@@ -35,6 +35,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", RUNTIMES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("how", ["auto", "whole", "tile-global", "tile-local"])
@@ -93,11 +94,12 @@ def test_bad_backend_options_are_refused() -> None:
     net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
     with pytest.raises(ConfigError, match="inference:precision: the onnxruntime backend runs fp32 only .*, got 'bf16'"):
         InferenceOptions(backend="onnxruntime", precision="bf16")  # refused with the options, before any work
-    with pytest.raises(ConfigError, match="precision fp16: the onnxruntime backend runs fp32 only"):
+    with pytest.raises(ConfigError, match="inference:precision: the onnxruntime backend runs fp32 only .*, got 'fp16'"):
         runtime_forward(net, "onnxruntime", "fp16")
     assert InferenceOptions(backend="openvino", channels_last=False, compile=False).backend == "openvino"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_infer_command_with_a_backend(backend: str, tmp_path: Path) -> None:
     torch.manual_seed(2)

@@ -21,6 +21,7 @@ from imdn_plugin.checkpoint import load_into, load_state_dict
 from imdn_plugin.inference import InferenceOptions, build_predictor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale, psnr, ssim", [(2, 37.9960, 0.9605), (3, 34.3597, 0.9270), (4, 32.2096, 0.8948)])
 def test_set5_reproduces_table5(reference: Path, scale: int, psnr: float, ssim: float, one_thread) -> None:
     net = IMDN(upscale=scale)

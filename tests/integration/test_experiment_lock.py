@@ -83,6 +83,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_second_training_with_the_same_name_is_refused_and_renames_nothing(
     data: Path, tmp_path: Path, holder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -105,6 +106,7 @@ def test_second_training_with_the_same_name_is_refused_and_renames_nothing(
     assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == ["lk"]  # no lk_archived_*
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_dead_run_is_taken_over(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -127,6 +129,7 @@ def test_stale_lock_of_a_dead_run_is_taken_over(
     assert el.read_lock_record(exp) == {}  # released at the end of the run
 
 
+@pytest.mark.slow
 def test_basicsr_test_locks_its_results_folder(
     data: Path, tmp_path: Path, holder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -34,7 +34,7 @@ TRAIN_OPT: dict = {
     **TEST_OPT,
     "datasets": {"train": {**TEST_OPT["datasets"]["test_1"], "gt_size": 32, "num_worker_per_gpu": 0,
                            "batch_size_per_gpu": 2}},
-    "train": {"total_iter": 2, "optim_g": {"type": "Adam", "lr": 1e-3},
+    "train": {"total_iter": 2, "optim_g": {"type": "Adam", "lr": 1e-3}, "scheduler": {"type": "MultiStepLR", "milestones": [9]},
               "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
     "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False},
 }  # fmt: skip
@@ -197,3 +197,66 @@ def test_num_gpu_defaults_to_auto(cwd: Path, monkeypatch: pytest.MonkeyPatch) ->
     opt, _ = parse_options(str(cwd), is_train=False)
     assert opt["num_gpu"] == torch.cuda.device_count()
     assert opt["path"]["results_root"] == str(cwd / "results" / "t")
+
+
+# ---------------------------------------------------------------------------- issue 20: refused before any folder
+ISSUE20 = [
+    ("test", "fp16 on cpu", lambda o: o.update(inference={"precision": "fp16"}),
+     "opt.yml: inference:precision: must be fp32, bf16 or auto on cpu (fp16 runs on a CUDA device only), got 'fp16'"),
+    ("test", "name 256", lambda o: o.update(name="n" * 256), "opt.yml: name: 256 bytes long; at most 200"),
+    ("train", "name 256", lambda o: o.update(name="n" * 256), "opt.yml: name: 256 bytes long; at most 200"),
+    ("train", "total_iter 0", lambda o: o["train"].update(total_iter=0), "opt.yml: train:total_iter: must be a whole number from 1"),
+    ("train", "total_iter -1", lambda o: o["train"].update(total_iter=-1), "opt.yml: train:total_iter: must be a whole number from 1"),
+    ("train", "lr string", lambda o: o["train"]["optim_g"].update(lr="1e-3"), "write 1e-3 as 1.0e-3 or !!float 1e-3"),
+    ("train", "print_freq 0", lambda o: o["logger"].update(print_freq=0), "opt.yml: logger:print_freq: must be a whole number from 1"),
+    ("train", "gt_size -1", lambda o: o["datasets"]["train"].update(gt_size=-1), "opt.yml: datasets:train:gt_size: must be an integer from 1"),
+    ("train", "wandb without tb", lambda o: o["logger"].update(wandb={"project": "p"}),
+     "opt.yml: logger:use_tb_logger: must be true with logger:wandb:project set"),
+    ("test", "scale ~", lambda o: o.update(scale=None), "opt.yml: scale: must be the SR factor"),
+    ("train", "resume_state", lambda o: o["path"].update(resume_state="nope.state"),
+     "opt.yml: path:resume_state: file does not exist: nope.state"),
+    ("test", "manual_seed -1", lambda o: o.update(manual_seed=-1), "opt.yml: manual_seed: must be an integer from 0"),
+    ("test", "network_g type list", lambda o: o["network_g"].update(type=["IMDN"]), "opt.yml: network_g:type: must be the name of a network, got a list"),
+    ("test", "network_g type map", lambda o: o["network_g"].update(type={"IMDN": 1}), "opt.yml: network_g:type: must be the name of a network"),
+    ("test", "param_key_g map", lambda o: o["path"].update(param_key_g={"a": 1}), "opt.yml: path:param_key_g: must be a checkpoint key"),
+    ("test", "crop_border", lambda o: o["val"].update(metrics={"psnr": {"type": "calculate_psnr", "crop_border": 8}}),
+     "opt.yml: val:metrics:psnr:crop_border: must be less than half the smallest image side of datasets:test_1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command, edit, expected", [c[::2][:1] + c[2:] for c in ISSUE20], ids=[f"{c[0]}-{c[1]}" for c in ISSUE20])
+def test_refused_before_any_folder_exists(cwd: Path, capsys: pytest.CaptureFixture, command: str, edit: Any, expected: str) -> None:
+    import cv2
+    import numpy as np
+
+    for d in ("HR", "LR"):  # one 12x12 image: crop_border 8 leaves nothing
+        cv2.imwrite(str(cwd / "data" / d / "a.png"), np.zeros((12, 12, 3), np.uint8))
+    line = error_line(capsys, main([command, "-opt", write(cwd, TEST_OPT if command == "test" else TRAIN_OPT, edit)]))
+    assert line.startswith(expected) or expected in line, line
+    assert nothing_created(cwd)
+
+
+def test_an_endless_option_file_is_refused_at_once(cwd: Path, capsys: pytest.CaptureFixture) -> None:
+    line = error_line(capsys, main(["test", "-opt", "/dev/zero"]))
+    assert line == "/dev/zero: larger than 1 MiB: not an option file (they are a few KB of YAML)"
+    assert nothing_created(cwd)
+
+
+def test_the_pipeline_receives_the_parsed_record(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse_options returns BasicSR's dict, carrying the one record the checks built."""
+    from imdn_plugin.integration.parse import parse_options
+    from imdn_plugin.options import OptionDict, Options
+
+    imdn_plugin.register()
+    monkeypatch.setattr(sys, "argv", ["basicsr test", "-opt", write(cwd, TEST_OPT, lambda o: o.update(inference={"tile": 64}))])
+    opt, _ = parse_options(str(cwd), is_train=False)
+    assert isinstance(opt, OptionDict) and isinstance(opt.parsed, Options)
+    assert opt.parsed.inference.tile == 64 and opt.parsed.name == opt["name"] == "t"
+    assert copy.deepcopy(opt).parsed == opt.parsed  # BasicSR's build_model deep-copies the dict
+
+
+def test_debug_name_is_checked_with_its_prefix(cwd: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write(cwd, TRAIN_OPT, lambda o: o.update(name="n" * 195))
+    line = error_line(capsys, main(["train", "-opt", path, "--debug"]))
+    assert line.startswith("opt.yml: name: 201 bytes long; at most 200")  # debug_ + 195
+    assert nothing_created(cwd)

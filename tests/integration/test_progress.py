@@ -125,6 +125,7 @@ def tb_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F
     return cwd, res.stdout + res.stderr, log
 
 
+@pytest.mark.slow
 def test_summary_reports_last_best_bicubic_and_the_saved_model(tb_run) -> None:
     cwd, console, log = tb_run
     summary = log[log.index("Training summary (tiny_tb): 4/4 iterations"):]
@@ -141,6 +142,7 @@ def test_summary_reports_last_best_bicubic_and_the_saved_model(tb_run) -> None:
     assert model == "experiments/tiny_tb/models/net_g_latest.pth" and (cwd / model).is_file()
 
 
+@pytest.mark.slow
 def test_eta_never_negative_and_zero_at_the_end(tb_run) -> None:
     _, console, log = tb_run
     etas = re.findall(r"\[eta: ([^,]+),", log)
@@ -148,6 +150,7 @@ def test_eta_never_negative_and_zero_at_the_end(tb_run) -> None:
     assert "-1 day" not in console + log and etas[-1] == "0:00:00"
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_the_bicubic_output_gt_crop(tb_run, data_dir: Path) -> None:  # noqa: F811
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -16,6 +16,7 @@ def python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_basicsr_imports_after_the_plugin_without_pth() -> None:
     # -S skips every .pth file; site-packages is put back on sys.path by hand, so only
     # `import imdn_plugin` (from the repository root) can make `import basicsr` work.
@@ -35,14 +36,37 @@ def test_entry_point_group_lists_the_plugin() -> None:
     assert eps.get("imdn") == "imdn_plugin.integration:register"
 
 
-def test_fresh_interpreter_imports_basicsr_and_registers_idempotently() -> None:
-    # One interpreter (imports cost ~10 s): first a bare `import basicsr`, which the installed
-    # imdn_plugin_compat.pth makes work, then registration by every path, twice.
+def _pth_hook_installed() -> bool:
+    """Whether ``imdn_plugin_compat.pth`` is in a site-packages folder of this interpreter.
+
+    A regular install (``pip install .``, a wheel) puts it there; ``pip install -e .`` does not
+    (an editable install does not run the package's build_py), so there a bare ``import basicsr``
+    before ``import imdn_plugin`` fails with current torchvision (known, see docs/testing.md)."""
+    import site
+
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return any((Path(f) / "imdn_plugin_compat.pth").is_file() for f in folders)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _pth_hook_installed(), reason="no imdn_plugin_compat.pth in site-packages: an editable "
+                    "install (pip install -e) has no start-up hook; import imdn_plugin before basicsr there")  # fmt: skip
+def test_fresh_interpreter_bare_import_basicsr_works_through_the_pth_hook() -> None:
+    res = python("import basicsr, torchvision; from basicsr.data.degradations import rgb_to_grayscale; "
+                 "print(basicsr.__version__)")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "1.4.2", res.stdout
+
+
+@pytest.mark.slow
+def test_fresh_interpreter_registers_idempotently() -> None:
+    # One interpreter (imports cost ~10 s): registration by every path, twice.  `import imdn_plugin`
+    # comes first, so this holds for regular and editable installs alike.
     code = """
+import imdn_plugin
 import basicsr, torchvision
 print(basicsr.__version__, torchvision.__version__)
 import importlib
-import imdn_plugin
 imdn_plugin.register(); imdn_plugin.register()
 from imdn_plugin.cli import load_plugins
 load_plugins(); load_plugins()

@@ -47,6 +47,9 @@ def basicsr_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "imdn_plugin"]
 
 
+
+pytestmark = pytest.mark.slow  # every test here trains in a subprocess
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 64x64 smooth colour images (HR) and their MATLAB-bicubic x4 LR versions."""

@@ -36,6 +36,7 @@ def error_line(capsys: pytest.CaptureFixture) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_auto_resume_skips_a_state_without_optimizers(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture,
@@ -72,6 +73,7 @@ class _FullDisk(io.FileIO):
         return super().write(data)
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
