@@ -96,7 +96,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a.float() - b.float()) ** 2).mean()))
 
 
-@pytest.mark.parametrize("name, fp16_db, bf16_db", [("IMDN_x4.pth", 60.0, 45.0), ("IMDN_AS.pth", 60.0, 45.0)])
+@pytest.mark.parametrize(
+    "name, fp16_db, bf16_db",
+    [("IMDN_x4.pth", 60.0, 45.0), ("IMDN_AS.pth", 60.0, 45.0), ("model_RTC.pth", 60.0, 45.0), ("model_RTE.pth", 60.0, 45.0)],
+)
 def test_half_and_bfloat16_through_spandrels_own_calls(reference: Path, name: str, fp16_db: float, bf16_db: float) -> None:
     """``model.half()`` / ``model.bfloat16()`` (spandrel refuses them unless the flags are set) on a
     real photo: finite, and close to the fp32 output (measured on Set5: ~73 dB fp16, ~54 dB bf16)."""
