@@ -65,7 +65,8 @@ from torch import Tensor, nn
 
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.evaluation import set5_scores
-from imdn_plugin.inference.fast import PRECISIONS, make_fast_forward
+from imdn_plugin.inference.fast import make_fast_forward
+from imdn_plugin.machine import OV_HINTS, OV_PRECISIONS, PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -441,10 +442,10 @@ def build_variant(
     if variant == "ort-fp32":
         forward = ort_forward(onnx_file, threads)
         return Built(forward, forward, "onnxruntime CPU", "fp32", time.perf_counter() - t0, True)
-    hint = "f32" if variant == "ov-fp32" else "bf16"
+    hint = OV_HINTS["fp32" if variant == "ov-fp32" else "bf16"]
     run, effective = ov_forward(onnx_file, hint, threads, shape)
     dynamic, _ = ov_forward(onnx_file, hint, threads, None)  # for Set5's varying sizes
-    label = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(effective, effective)
+    label = OV_PRECISIONS.get(effective, effective)
     wanted = "fp32" if hint == "f32" else hint
     precision = label if label == wanted else f"{wanted} requested, ran {label} (OpenVINO has no {wanted} on this CPU)"
     return Built(run, dynamic, "openvino CPU (static shape)", precision, time.perf_counter() - t0, label == "fp32")
@@ -767,13 +768,12 @@ def machine_line(device: torch.device) -> str:
 
 def cpu_flags_line() -> str:
     """The CPU's SIMD / matrix flags that decide the fp32 and bf16 speed (``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
+    from imdn_plugin.machine import amx_detected, cpu_flags, mkldnn_bf16_native  # noqa: PLC0415
+
+    flags = cpu_flags()
+    if flags is None:
         return "unknown"
     wanted = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "avx_vnni", "avx_ne_convert")]
-    from imdn_plugin.inference.fused_cpu import amx_detected, mkldnn_bf16_native  # noqa: PLC0415
 
     return (
         f"{' '.join(sorted(wanted)) or 'none of avx2/avx512/amx'}; oneDNN bf16 convolutions: "

@@ -103,11 +103,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from imdn_plugin.inference.fast import make_fast_forward
-    from imdn_plugin.inference.fused_cpu import (
-        FusedIMDNPlan,
-        FusedIMDNPlanBF16,
-        mkldnn_bf16_native,
-    )
+    from imdn_plugin.inference.fused_cpu import FusedIMDNPlan, FusedIMDNPlanBF16
+    from imdn_plugin.machine import mkldnn_bf16_native
 
     set5 = args.reference / "Set5"
     native = mkldnn_bf16_native()

@@ -136,7 +136,7 @@ print(f"python {__import__('sys').version.split()[0]}, torch {torch.__version__}
       f"cuda available {torch.cuda.is_available()}, cpu capability {torch.backends.cpu.get_cpu_capability()}")
 for m in ("basicsr", "lmdb", "cv2", "skimage", "onnxruntime", "openvino", "imdn_plugin"):
     print(f"  {m}: {'yes' if u.find_spec(m) else 'MISSING'}")
-from imdn_plugin.inference.fused_cpu import amx_detected, mkldnn_bf16_native
+from imdn_plugin.machine import amx_detected, mkldnn_bf16_native
 print(f"  oneDNN bf16 convolutions: {mkldnn_bf16_native()}; AMX: {amx_detected()}")
 EOF
 say "reference data: $REFERENCE ($( [[ -d $REFERENCE/checkpoints ]] && echo present || echo ABSENT: Set5 rows and tests skip))"

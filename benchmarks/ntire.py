@@ -48,6 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imdn_plugin.machine import DEVICE_ENV, env
+
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 #: The challenge's PSNR border, in HR pixels.
 BORDER = 4
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hr", required=True, help="folder of HR images")
     p.add_argument("--lr", required=True, help="folder of LR images; '{scale}' is replaced by each network's scale")
     p.add_argument("--networks", nargs="+", required=True, help="checkpoint files and/or BasicSR registry names")
-    p.add_argument("--device", default=os.environ.get("IMDN_DEVICE", "cpu"), help="cpu or cuda (default: $IMDN_DEVICE or cpu)")
+    p.add_argument("--device", default=env(DEVICE_ENV) or "cpu", help="cpu or cuda (default: $IMDN_DEVICE or cpu)")
     p.add_argument("--size", default="256x256", help="input size for the Mult-Adds/activation counts (default 256x256)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this JSON file (refused if it exists)")

@@ -39,6 +39,7 @@ from torch import nn
 from .archs import NETWORKS, describe
 from .atomic import atomic_write
 from .errors import ConfigError, PluginError, WorkFailedError
+from .machine import EXPORT_PRECISIONS as PRECISIONS
 from .version import __version__
 
 __all__ = ["DEFAULT_OPSET", "DEFAULT_OPSETS", "EXPORTERS", "PRECISIONS", "TOLERANCES", "ExportReport", "export_onnx"]
@@ -52,7 +53,6 @@ try:  # the exporters' supported opsets (private module; the fallbacks are torch
 except ImportError:  # pragma: no cover
     _onnx_constants = None
 
-PRECISIONS = ("fp32", "fp16")
 #: ``torchscript``: torch's tracing exporter (fast: ~1 s; deprecated upstream but
 #: present in torch 2.14).  ``dynamo``: the torch.export-based exporter (needs the
 #: ``onnxscript`` package; ~15 s per network on a 2-core CPU).

@@ -44,12 +44,12 @@ __all__ = ["ARCHITECTURES", "CCA_STATS_HALF_SAFE", "IMDNArch", "IMDN_ASArch", "I
 
 logger = logging.getLogger(__name__)
 
-#: Whether fp16/bf16 inference is offered (``supports_half``/``supports_bfloat16``).
-#: False while every CCA computes its mean and variance over H×W in the working
-#: dtype, which loses precision (fp16 also range) on large images. Set it to True
-#: once :class:`~imdn_plugin.archs.imdn_arch.CCALayer` gathers its statistics in
-#: float32 internally, and check the half-precision output against fp32.
-CCA_STATS_HALF_SAFE = False
+#: Whether fp16/bf16 inference is offered (``supports_half``/``supports_bfloat16``):
+#: every :class:`~imdn_plugin.archs.imdn_arch.CCALayer` takes its mean and variance
+#: over H×W in float32 whatever the working dtype, so a half model keeps the range
+#: and precision of its statistics on any image size (tests: tests/test_spandrel.py,
+#: tests/archs/test_half_precision.py; figures: docs/precision-and-outputs.md).
+CCA_STATS_HALF_SAFE = True
 
 #: A BasicSR ``save_network_file`` .safetensors with EMA weights holds ``params``
 #: unprefixed and the EMA under this prefix (see :func:`imdn_plugin.checkpoint.save_network_file`).

@@ -22,7 +22,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Upscaler:
     torch.save({"params": IMDN(num_feat=16, num_block=1, upscale=2).state_dict()}, path)
     from imdn_plugin.inference import InferenceOptions
 
-    return Upscaler(path, device="cpu", options=InferenceOptions(precision="fp32"))
+    return Upscaler(path, device="cpu", options=InferenceOptions(precision="fp32"), alpha="bicubic")  # the reference below
 
 
 def _alpha(h: int, w: int) -> np.ndarray:

@@ -20,12 +20,11 @@ import logging
 import os
 from typing import Mapping, Optional
 
-__all__ = ["ENV", "keep_freed_memory"]
+from ..machine import MALLOC_ENV, env
+
+__all__ = ["keep_freed_memory"]
 
 logger = logging.getLogger(__name__)
-
-#: Environment variable: ``default`` (or ``0``/``off``) leaves glibc's settings alone.
-ENV = "IMDN_MALLOC"
 
 # mallopt(3) parameters.
 _M_TRIM_THRESHOLD = -1
@@ -34,10 +33,11 @@ _TRIM_THRESHOLD = 2**31 - 1  # never give the top of the heap back
 _MMAP_THRESHOLDS = (2**30, 32 * 2**20)  # large blocks from the heap; 32 MiB is glibc's cap on older versions
 
 
-def _user_choice(environ: Mapping[str, str]) -> Optional[str]:
-    """Why to leave malloc alone, or None."""
-    if environ.get(ENV, "").strip().lower() in ("default", "0", "off", "no", "false"):
-        return f"{ENV}={environ[ENV]}"
+def _user_choice(environ: Mapping[str, str], setting: str | None = None) -> Optional[str]:
+    """Why to leave malloc alone (``setting``: the value of ``IMDN_MALLOC``, default: ``environ``'s), or None."""
+    setting = environ.get(MALLOC_ENV, "").strip() if setting is None else setting
+    if setting.lower() in ("default", "0", "off", "no", "false"):
+        return f"{MALLOC_ENV}={setting}"
     if "malloc" in environ.get("LD_PRELOAD", ""):
         return "LD_PRELOAD sets an allocator"
     if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
@@ -54,8 +54,9 @@ def keep_freed_memory(environ: Optional[Mapping[str, str]] = None) -> bool:
     Does nothing (returns False) on a C library other than glibc, or when the
     environment already chooses the allocator or sets ``IMDN_MALLOC=default``.
     """
+    setting = env(MALLOC_ENV) if environ is None else environ.get(MALLOC_ENV, "").strip()
     environ = os.environ if environ is None else environ
-    reason = _user_choice(environ)
+    reason = _user_choice(environ, setting)
     if reason is None:
         try:
             glibc = os.confstr("CS_GNU_LIBC_VERSION")

@@ -4,8 +4,9 @@ The network type, width, depth and scale are read off the checkpoint's shapes.
 IMDN upscales by its own factor; IMDN_AS (paper §3.3) takes any ``--scale``
 (integer or fractional): the image is first brought to the target size by
 MATLAB-style bicubic, then restored (ACS for sides not divisible by 4).
-Grayscale, 16-bit and RGBA inputs keep their form (alpha is resized by bicubic);
-outputs are PNGs, written atomically.
+Grayscale, 16-bit and RGBA inputs keep their form (alpha through the network
+or by bicubic: --alpha); outputs are PNG, JPEG or WebP (--format, --quality),
+at the network's scale or any --outscale, written atomically.
 
 Nothing is lost: every output name is decided before the model is loaded, and
 the command refuses (one line, nothing written) when two inputs would give one
@@ -37,8 +38,9 @@ from ..data import imageio
 from ..errors import ConfigError, PluginError
 from ..inference.predictor import InferenceOptions
 from ..inference.runtimes import BACKENDS
+from ..machine import PRECISIONS, default_device
 from ..options.fields import OptionError, show
-from ..upscaler import Upscaler
+from ..upscaler import ALPHA_MODES, DEFAULT_ALPHA, Upscaler, check_output_options
 from . import OneLineParser
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ OPTION_FLAGS = {
 
 EPILOG = f"""\
 outputs:
-  INPUT/x.jpg -> OUTDIR/x.png (x<SUFFIX>.png with --suffix); with --recursive,
+  INPUT/x.jpg -> OUTDIR/x.png (x<SUFFIX>.png with --suffix; x.jpg with --format
+  jpg or auto, x.webp with webp); with --recursive,
   INPUT/a/b/x.jpg -> OUTDIR/a/b/x.png. Before any work the command refuses, in
   one line, when two inputs give one output name (x.png + x.jpg), when an
   output would replace any input (inputs are never replaced, even with
@@ -100,12 +103,21 @@ def build_parser() -> OneLineParser:
     p.add_argument("--tile-stats", default="global", choices=("global", "local"),
                    help="CCA statistics of tiles: global = the whole-image result (default), local = per tile")  # fmt: skip
     p.add_argument("--acs-padding", type=int, default=InferenceOptions.acs_padding, help="ACS padding 4k (IMDN_AS)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available; the onnxruntime "
-                   "and openvino backends run on the cpu)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: $IMDN_DEVICE, else cuda when available; "
+                   "the onnxruntime and openvino backends run on the cpu)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch (default), or the network exported to ONNX and run by onnxruntime or openvino (CPU; "
                         "pip install \".[onnx]\" / \".[openvino]\" in the source tree)")  # fmt: skip
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on a CPU with AMX, else fp32")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto (default): fp16 on a CUDA GPU with tensor cores, bf16 on a CPU with AMX, else fp32")  # fmt: skip
+    p.add_argument("--format", default="png", choices=imageio.OUTPUT_FORMATS,
+                   help="png (default), jpg, webp, or auto: the input's format when JPEG or WebP, else png")  # fmt: skip
+    p.add_argument("--quality", type=int, default=None,
+                   help=f"jpg / webp quality 1-100 (default {imageio.DEFAULT_QUALITY['jpg']})")  # fmt: skip
+    p.add_argument("--outscale", type=float, default=None,
+                   help="final scale: IMDN's output resized to it (MATLAB bicubic); IMDN_AS runs at it (= --scale)")  # fmt: skip
+    p.add_argument("--alpha", default=DEFAULT_ALPHA, choices=ALPHA_MODES,
+                   help=f"how an alpha channel is upscaled: network (as a gray image) or bicubic (default {DEFAULT_ALPHA})")  # fmt: skip
     p.add_argument("--param-key", default=None,
                    help="group inside BasicSR files (params, params_ema); default: params, else params_ema, else a "
                         "bare state dict. A key given must be in the file")  # fmt: skip
@@ -234,10 +246,11 @@ class Plan:
     skipped: list[Job] = field(default_factory=list)
 
 
-def output_path(src: Path, root: Optional[Path], out_dir: Path, suffix: str) -> Path:
-    """``out_dir/<path of src under root>/<stem><suffix>.png`` (``root`` None: a single file)."""
+def output_path(src: Path, root: Optional[Path], out_dir: Path, suffix: str, fmt: str = "png") -> Path:
+    """``out_dir/<path of src under root>/<stem><suffix>.<ext>`` (``root`` None: a single file;
+    ``ext`` of ``fmt``, :func:`~.data.imageio.output_format`)."""
     rel = src.relative_to(root) if root is not None else Path(src.name)
-    return out_dir / rel.parent / f"{rel.stem}{suffix}.png"
+    return out_dir / rel.parent / f"{rel.stem}{suffix}{imageio.FORMAT_SUFFIX[imageio.output_format(fmt, src)]}"
 
 
 def _listing(items: Sequence[str], first: int = 3) -> str:
@@ -253,6 +266,7 @@ def plan_outputs(
     *,
     overwrite: bool = False,
     skip_existing: bool = False,
+    fmt: str = "png",
 ) -> Plan:
     """Map every input to its output and refuse (:class:`ConfigError`, one line) what would lose a file.
 
@@ -264,7 +278,7 @@ def plan_outputs(
     that exist already unless ``overwrite`` (replace them) or
     ``skip_existing`` (leave them, skip their inputs).
     """
-    jobs = [Job(src, output_path(src, root, out_dir, suffix)) for src in inputs]
+    jobs = [Job(src, output_path(src, root, out_dir, suffix, fmt)) for src in inputs]
     outside = [j for j in jobs if not _inside(j.dst, out_dir)]
     if outside:
         raise ConfigError(
@@ -444,7 +458,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         raise in_flag_terms(exc) from None
     if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() and args.backend == "torch" else "cpu"
+        args.device = default_device(args.backend)
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -458,6 +472,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"--device {args.device}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 ..)")
     imageio.max_pixels()  # a bad IMDN_MAX_PIXELS stops here, not at every image
+    check_output_options(args.outscale, args.alpha, args.format, args.quality)
 
     src, out_dir = Path(args.input), Path(args.output)
     if os.path.lexists(out_dir) and not out_dir.is_dir():
@@ -471,7 +486,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = f" ({len(skipped_dirs)} subfolder(s): use --recursive)" if skipped_dirs else ""
         found = f"; {_listing([f'{s.path}: {s.why}' for s in not_read])}" if not_read else ""
         raise ConfigError(f"--input: no image files in {src}{hint}{found}")
-    plan = plan_outputs(inputs, root, out_dir, args.suffix, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    plan = plan_outputs(
+        inputs, root, out_dir, args.suffix, overwrite=args.overwrite, skip_existing=args.skip_existing, fmt=args.format
+    )
     if skipped_dirs:
         print(f"basicsr infer: {len(skipped_dirs)} subfolder(s) of {src} skipped (use --recursive)", file=sys.stderr)
     unreadable = [f"{s.path}: {s.why}" for s in not_read if s.failed]
@@ -483,7 +500,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     created = prepare_output(out_dir)
     try:
-        upscaler = Upscaler(args.weights, args.scale, options, device, args.param_key)
+        upscaler = Upscaler(
+            args.weights, args.scale, options, device, args.param_key,
+            outscale=args.outscale, alpha=args.alpha, format=args.format, quality=args.quality,
+        )  # fmt: skip
     except ConfigError as exc:
         remove_if_empty(created)
         raise in_flag_terms(exc) from None

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import ConfigError, ImageReadError
+from ..machine import MAX_PIXELS_ENV, env
 from . import headers
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -60,8 +61,6 @@ IMAGE_EXTENSIONS = (
 #: PNG compression level of LMDB values (BasicSR's).
 DEFAULT_COMPRESS_LEVEL = 1
 
-#: Environment variable: the largest image (width × height) any reader accepts.
-MAX_PIXELS_ENV = "IMDN_MAX_PIXELS"
 #: Default pixel limit: 2**28 = 268,435,456 pixels (16384 × 16384).  Above the
 #: largest camera sensors (~150 Mpx), so only stitched panoramas, scans and
 #: crafted files reach it; such an image already needs 3 GiB as float32 BGR
@@ -112,7 +111,7 @@ class Image:
 
 def max_pixels() -> int:
     """The pixel limit of every reader: ``IMDN_MAX_PIXELS`` (a positive integer) or :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    raw = env(MAX_PIXELS_ENV)
     if not raw:
         return DEFAULT_MAX_PIXELS
     try:
@@ -423,3 +422,111 @@ def png_bytes(img: np.ndarray, compress_level: Optional[int] = DEFAULT_COMPRESS_
     if not ok:
         raise ValueError(f"PNG encoding failed for an image of shape {img.shape}")
     return buf.tobytes()
+
+
+# --------------------------------------------------------------------------- output formats
+
+#: Output formats of ``basicsr infer --format`` / ``Upscaler(format=...)`` (``auto``: the input's, see
+#: :func:`output_format`).
+OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
+#: File name ending of each written format.
+FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+#: Quality of the lossy formats when none is given (OpenCV's JPEG default; WebP the same scale).
+DEFAULT_QUALITY = {"jpg": 95, "webp": 95}
+#: What each written format keeps: 16-bit samples, an alpha channel.
+FORMAT_KEEPS_16BIT = {"png": True, "jpg": False, "webp": False}
+FORMAT_KEEPS_ALPHA = {"png": True, "jpg": False, "webp": True}
+
+
+def output_format(requested: str, src: PathLike) -> str:
+    """The format written for input ``src``: ``requested``, or for ``auto`` the input's own
+    when it is JPEG or WebP (by its name's ending), else PNG."""
+    if requested != "auto":
+        return requested
+    suffix = Path(src).suffix.lower()
+    if suffix in (".jpg", ".jpeg", ".jpe"):
+        return "jpg"
+    return "webp" if suffix == ".webp" else "png"
+
+
+def check_quality(quality: int | None) -> None:
+    """:class:`ConfigError` unless ``quality`` is None or an integer 1..100."""
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
+        raise ConfigError(f"--quality: must be a whole number from 1 to 100, got {quality!r}")
+
+
+def to_samples(bgr: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8, gray: bool = False) -> np.ndarray:
+    """Float [0, 1] BGR (+alpha) as the uint8 / uint16 array an encoder takes (rounding to
+    nearest): ``H×W×{1,2,3,4}`` (gray, gray+alpha, BGR, BGRA)."""
+    maxval, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
+    img = bgr.mean(axis=2, keepdims=True) if gray else bgr
+    if alpha is not None:
+        img = np.concatenate([img, alpha[:, :, None]], axis=2)
+    return (np.clip(img, 0.0, 1.0) * maxval).round().astype(dtype)
+
+
+def _encoder_input(img: np.ndarray, fmt: str) -> np.ndarray:
+    """``img`` in a channel layout ``fmt``'s OpenCV encoder takes (WebP: 3 or 4 channels; JPEG:
+    1 or 3; gray+alpha WebP as BGRA)."""
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if fmt == "webp" and channels in (1, 2):
+        gray = img if img.ndim == 2 else img[:, :, 0]
+        planes = [gray, gray, gray] + ([img[:, :, 1]] if channels == 2 else [])
+        return np.ascontiguousarray(np.stack(planes, axis=2))
+    return img
+
+
+def encode_image(img: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    """Encode a uint8/uint16 array (from :func:`to_samples`) as ``png``, ``jpg`` or ``webp``.
+
+    ``quality`` (1..100; default :data:`DEFAULT_QUALITY`) sets JPEG and WebP
+    quality; PNG is lossless and ignores it.  The caller first drops what the
+    format cannot hold (:data:`FORMAT_KEEPS_16BIT`, :data:`FORMAT_KEEPS_ALPHA`):
+    an array that does not fit is a :class:`ValueError`.
+    """
+    if fmt not in FORMAT_SUFFIX:
+        raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMAT_SUFFIX)})")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if img.dtype != np.uint8 and not FORMAT_KEEPS_16BIT[fmt]:
+        raise ValueError(f"{fmt} holds 8-bit samples only, got {img.dtype}")
+    if channels in (2, 4) and not FORMAT_KEEPS_ALPHA[fmt]:
+        raise ValueError(f"{fmt} has no alpha channel, got {channels} channels")
+    if fmt == "png":
+        return png_gray_alpha_bytes(img) if channels == 2 else png_bytes(img, compress_level=None)
+    check_quality(quality)
+    q = DEFAULT_QUALITY[fmt] if quality is None else quality
+    flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpg" else cv2.IMWRITE_WEBP_QUALITY
+    ok, buf = cv2.imencode(FORMAT_SUFFIX[fmt], _encoder_input(img, fmt), [flag, int(q)])
+    if not ok:
+        raise ValueError(f"{fmt} encoding failed for an image of shape {img.shape}")
+    return buf.tobytes()
+
+
+def is_gray_alpha_png(path: PathLike) -> bool:
+    """Whether ``path`` is a PNG of colour type 4 (gray + alpha), which OpenCV decodes as BGRA."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return len(head) == 26 and head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR" and head[25] == 4
+
+
+def png_gray_alpha_bytes(img: np.ndarray) -> bytes:
+    """A gray + alpha PNG (colour type 4, 8 or 16 bit) of an ``H×W×2`` uint8/uint16 array:
+    OpenCV writes 1, 3 or 4 channels only.  Rows unfiltered, zlib level 6."""
+    import struct
+    import zlib
+
+    if img.ndim != 3 or img.shape[2] != 2 or img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"png_gray_alpha_bytes: expected H×W×2 uint8/uint16, got {img.shape} {img.dtype}")
+    h, w = img.shape[:2]
+    rows = np.ascontiguousarray(img.astype(">u2") if img.dtype == np.uint16 else img).reshape(h, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter byte 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    depth = 16 if img.dtype == np.uint16 else 8
+    header = struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")

@@ -7,8 +7,9 @@ eager fp32 forward on images in ``[0, 1]``.  On CPU in fp32 that is the fused
 oneDNN plan of :mod:`.fused_cpu`, in bf16 its bf16 variant (each checked against
 the module's own fp32 forward when built; a plan that fails the check is logged
 as a warning and not used); else the network's own forward, optionally under
-autocast and/or ``torch.compile``.  ``precision="auto"`` picks bf16 on a CPU
-with AMX and fp32 everywhere else.
+autocast and/or ``torch.compile``.  ``precision="auto"`` picks fp16 on a CUDA
+GPU with tensor cores, bf16 on a CPU with AMX and fp32 everywhere else
+(:func:`imdn_plugin.machine.resolve_precision`).
 The callable also owns the run context (eval copy, inference mode, autocast or
 strict fp32) that every caller, the global-statistics tiles included, runs in.
 Measured speed-ups and the paths measured and not chosen: README, "Measurement history".
@@ -23,42 +24,23 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
+from ..machine import autocast_dtype, resolve_precision, strict_fp32_cuda
 from .fused_cpu import (
     FusedIMDNPlan,
     FusedIMDNPlanBF16,
-    amx_detected,
     fusable,
     mkldnn_fusion_available,
     self_check,
 )
 
-__all__ = ["AUTOCAST_DTYPES", "PRECISIONS", "FastForward", "make_fast_forward", "resolve_precision"]
+__all__ = ["FastForward", "make_fast_forward"]
 
 logger = logging.getLogger(__name__)
-
-#: Accepted values of ``precision`` (``auto``: bf16 on a CPU with AMX, else fp32).
-PRECISIONS = ("fp32", "fp16", "bf16", "auto")
-
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 _CL = torch.channels_last
 
 
 # --------------------------------------------------------------------------- small context helpers
-
-
-@contextmanager
-def _strict_fp32_cuda() -> Iterator[None]:
-    """Disable TF32 in cuDNN convolutions and cuBLAS matmuls for the block (CUDA ``fp32``)."""
-    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = cudnn
-        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 def _network_device_dtype(network: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -152,10 +134,11 @@ class FastForward:
         the fused plan runs: it sets its own dtypes) or strict fp32 on CUDA (TF32 off)."""
         with ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
-            if self.precision in AUTOCAST_DTYPES and self.fused_plan is None:
-                stack.enter_context(torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision]))
+            dtype = autocast_dtype(self.precision)
+            if dtype is not None and self.fused_plan is None:
+                stack.enter_context(torch.autocast(self.device.type, dtype=dtype))
             elif self.device.type == "cuda":
-                stack.enter_context(_strict_fp32_cuda())
+                stack.enter_context(strict_fp32_cuda())
             yield
 
     def prepare(self, x: Tensor) -> Tensor:
@@ -194,22 +177,6 @@ class FastForward:
         with self.context():
             out = self._run(x)
         return out.to(torch.float32).contiguous()
-
-
-def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
-    """``(precision, why)``: ``auto`` becomes ``bf16`` on a CPU with AMX (see
-    :func:`.fused_cpu.amx_detected`, override ``IMDN_ASSUME_AMX=1/0``), else ``fp32``;
-    other values are returned as they are.
-
-    Raises:
-        ValueError: a bad ``IMDN_ASSUME_AMX`` value.
-    """
-    if precision != "auto":
-        return precision, "asked for"
-    if device.type != "cpu":
-        return "fp32", f"auto on {device.type}: fp32"
-    amx, why = amx_detected()
-    return ("bf16", f"auto: AMX ({why})") if amx else ("fp32", f"auto: no AMX ({why})")
 
 
 def _check_options(network: object, channels_last: object, compile: object, precision: object) -> None:
@@ -280,8 +247,9 @@ def make_fast_forward(
             call so results match a strict fp32 forward), ``"bf16"`` (CPU: the
             bf16 plan where it applies, else autocast to bfloat16; CUDA:
             autocast), ``"fp16"`` (autocast to float16, CUDA only) or
-            ``"auto"`` (``bf16`` on a CPU with AMX, where it is several times
-            faster, else ``fp32``; the choice is logged and kept in
+            ``"auto"`` (``fp16`` on a CUDA GPU with tensor cores, ``bf16`` on a
+            CPU with AMX, where it is several times faster, else ``fp32``, see
+            :func:`imdn_plugin.machine.resolve_precision`; the choice is logged and kept in
             ``forward.precision``).  Reduced precisions do not meet the 1e-4
             bound; the output is still returned as float32.
 

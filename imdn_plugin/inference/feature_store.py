@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InferenceError
+from ..machine import available_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +134,6 @@ class FeatureStores:
 
     def plan(self, total_bytes: int) -> None:
         """Choose memory or disk for maps of ``total_bytes`` together; a full disk is an error, said up front."""
-        from .predictor import available_bytes  # the one reading of MemAvailable
-
         if self.device.type != "cpu":
             have = available_bytes(torch.device("cpu"))
             if have is not None and total_bytes <= have // 2:

@@ -28,7 +28,6 @@ Measurements: README, "Measurement history" and "bf16 on CPU".
 """
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -37,15 +36,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..archs.imdn_arch import IMDB, IMDN, IMDN_AS, CCALayer
+from ..machine import mkldnn_bf16_native
 
 __all__ = [
     "BF16_FP32_GROUPS",
     "FusedIMDNPlan",
     "FusedIMDNPlanBF16",
     "LAYER_GROUPS",
-    "amx_detected",
     "fusable",
-    "mkldnn_bf16_native",
     "mkldnn_fusion_available",
     "self_check",
 ]
@@ -95,57 +93,6 @@ def mkldnn_fusion_available() -> bool:
         )
     except (AttributeError, RuntimeError):
         return False
-
-
-def mkldnn_bf16_native() -> bool:
-    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-#: Environment override of :func:`amx_detected` (``1``: assume AMX, ``0``: assume none).
-ASSUME_AMX_ENV = "IMDN_ASSUME_AMX"
-
-
-def amx_detected() -> tuple[bool, str]:
-    """``(True, why)`` if this CPU has AMX bf16 tiles that oneDNN can use, else ``(False, why)``.
-
-    ``IMDN_ASSUME_AMX=1`` / ``0`` overrides the detection.  On Linux the
-    ``amx_bf16`` flag of ``/proc/cpuinfo`` is used (it is only listed when the
-    kernel enables AMX), elsewhere PyTorch's CPUID probe; either way oneDNN must
-    also support bf16 convolutions here.
-
-    Raises:
-        ValueError: ``IMDN_ASSUME_AMX`` set to something other than ``0`` or ``1``.
-    """
-    env = os.environ.get(ASSUME_AMX_ENV)
-    if env is not None and env != "":
-        if env not in ("0", "1"):
-            raise ValueError(f"{ASSUME_AMX_ENV} must be 0 or 1, got {env!r}")
-        return env == "1", f"{ASSUME_AMX_ENV}={env}"
-    flags: Optional[set[str]] = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    if flags is not None:
-        amx = "amx_bf16" in flags and "amx_tile" in flags
-        source = "/proc/cpuinfo " + ("lists amx_bf16" if amx else "lists no amx_bf16")
-    else:
-        try:
-            amx = bool(torch.cpu._is_amx_tile_supported())
-        except (AttributeError, RuntimeError):
-            amx = False
-        source = "CPUID " + ("reports AMX" if amx else "reports no AMX")
-    if amx and not mkldnn_bf16_native():
-        return False, source + ", but oneDNN has no bf16 convolutions here"
-    return amx, source
 
 
 def _plain_conv(m: object) -> bool:

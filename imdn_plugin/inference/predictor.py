@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..archs import IMDNBase
 from ..errors import ConfigError
+from ..machine import available_bytes
 from ..options.inference import MODES, TILE_STATS, InferenceOptions
 from . import cropping, runtimes, tiling
 from .fast import make_fast_forward
@@ -46,20 +47,6 @@ def whole_image_bytes(network: nn.Module, n: int, h: int, w: int) -> Optional[in
     features = n * (h // stride + 1) * (w // stride + 1) * num_feat * 4 * _LIVE_MAPS
     output = 2 * n * 3 * (scale * h) * (scale * w) * 4  # the float output and one copy of it
     return features + output
-
-
-def available_bytes(device: torch.device) -> Optional[int]:
-    """Memory available for a forward on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def auto_tile(network: nn.Module, x: Tensor, device: torch.device) -> Optional[int]:
@@ -138,8 +125,20 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
             return cropping.pad_forward(forward, x, multiple=multiple, scale=scale)
         return forward(x)
 
+    # The tile an out-of-memory error brought the run down to (CUDA), kept for later images.
+    oom_tile: list[int | None] = [None]
+
     def predict(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        start = oom_tile[0] if oom_tile[0] is not None else (options.tile if options.mode in ("auto", "tile") else None)
+        floor = tiling.OOM_MIN_TILE if global_stats else max(tiling.OOM_MIN_TILE, 2 * overlap + 4)  # local: tile > 2·overlap
+        y, tile = tiling.retry_out_of_memory(lambda t: predict_with(x, out, t), start, x.shape[-2], x.shape[-1], floor)
+        oom_tile[0] = tile
+        return y
+
+    def predict_with(x: Tensor, out: Tensor | None, oom_cap: int | None) -> Tensor:
         mode, tile = options.mode, options.tile
+        if oom_cap is not None:  # tiles of at most oom_cap px after running out of memory
+            mode, tile = "tile", min(oom_cap, tile or oom_cap)
         if mode == "auto":
             if tile is None:
                 tile = auto_tile(network, x, forward.device)

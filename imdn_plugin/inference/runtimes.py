@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..archs import IMDNBase
 from ..errors import ConfigError
+from ..machine import OV_HINTS, OV_PRECISIONS
 from .global_tiling import ModuleStages
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "openvino")
 #: Package to import and extra to install, per runtime backend.
 _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
-#: OpenVINO ``INFERENCE_PRECISION_HINT`` per plugin precision (``auto``: not set).
-_OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 def precision_problem(backend: str, precision: str) -> Optional[str]:
@@ -86,12 +85,12 @@ class _Graph:
             return
         core = runtime.Core()
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        if precision in _OV_HINTS:
-            config["INFERENCE_PRECISION_HINT"] = _OV_HINTS[precision]
+        if precision in OV_HINTS:
+            config["INFERENCE_PRECISION_HINT"] = OV_HINTS[precision]
         compiled = core.compile_model(core.read_model(data), "CPU", config)
         prop = compiled.get_property("INFERENCE_PRECISION_HINT")
         ran = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
-        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
+        self.precision = OV_PRECISIONS.get(ran, ran)
         request = compiled.create_infer_request()
         self._run = lambda arrays: request.infer(dict(enumerate(arrays)))[0].copy()
 

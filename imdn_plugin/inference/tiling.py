@@ -7,7 +7,8 @@ CCA statistics.  No BasicSR import.
 from __future__ import annotations
 
 import logging
-from typing import Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -27,9 +28,12 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
     "DEFAULT_TILE_BATCH",
+    "OOM_MIN_TILE",
     "Span",
     "axis_spans",
     "check_tiling_args",
+    "halved_tile",
+    "retry_out_of_memory",
     "tile_count",
     "tile_geometry",
     "tiled_forward",
@@ -252,3 +256,49 @@ def tiled_forward(
             bar.update(len(pending))
     assert result is not None  # at least one window exists for a non-empty x
     return result
+
+
+# --------------------------------------------------------------------------- out-of-memory recovery
+
+#: Smallest tile side (input pixels) the out-of-memory recovery halves down to; below it a GPU that
+#: cannot run the network is out of memory for other reasons (and tiles would be mostly overlap).
+OOM_MIN_TILE = 64
+
+
+def halved_tile(tile: int | None, h: int, w: int, floor: int = OOM_MIN_TILE) -> int | None:
+    """The tile to retry with after running out of memory with ``tile`` (``None``: the whole
+    ``h×w`` image): half of it (of the larger side), a multiple of 4, at least ``floor``
+    (rounded up to a multiple of 4); ``None`` when ``tile`` is at the floor already."""
+    floor = round_up(floor, 4)
+    current = max(h, w) if tile is None else tile
+    if current <= floor:
+        return None
+    return max(floor, current // 2 // 4 * 4)
+
+
+def retry_out_of_memory(
+    run: Callable[[int | None], Tensor], tile: int | None, h: int, w: int, floor: int = OOM_MIN_TILE
+) -> tuple[Tensor, int | None]:
+    """``(run(tile), tile)``; on :class:`torch.cuda.OutOfMemoryError` the CUDA cache is freed and
+    ``run`` is called again with the tile halved (:func:`halved_tile`), until it fits or the floor
+    fails too (then the error propagates).  One warning says what was done.  ``run(t)`` must
+    produce the whole result from scratch, so the output is that of a run with the final tile
+    from the start."""
+    first = tile
+    while True:
+        try:
+            y = run(tile)
+        except torch.cuda.OutOfMemoryError:
+            smaller = halved_tile(tile, h, w, floor)
+            if smaller is None:
+                raise
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+            tile = smaller
+            continue
+        if tile != first:
+            logger.warning(
+                "out of GPU memory with %s: tiles of %d px instead (the same result as --tile %d; "
+                "later images start from it)", "the whole image" if first is None else f"tile {first}", tile, tile,
+            )  # fmt: skip
+        return y, tile

@@ -39,12 +39,11 @@ from ..checkpoint import (
 )
 from ..errors import PluginError
 from ..inference.predictor import build_predictor
+from ..machine import autocast_dtype
 from ..options import options_of
 from .exact_resume import rng_state, set_rng_state
 from .parse import BASICSR
 from .progress import comparison_image, sample_tag
-
-_AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class IMDNModel(SRModel):
@@ -59,7 +58,7 @@ class IMDNModel(SRModel):
         train = self.options.train
         self.channels_last = train.channels_last if train is not None else False
         amp = train.amp if train is not None else None
-        self.amp_dtype = _AMP_DTYPES[amp]
+        self.amp_dtype = autocast_dtype(amp)
         self.save_safetensors = self.options.save_safetensors
         super().__init__(opt)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")

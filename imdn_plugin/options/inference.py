@@ -28,7 +28,7 @@ def _acs_padding(value: Any, key: str) -> Any:
 
 
 def _precisions() -> tuple[str, ...]:
-    from ..inference.fast import PRECISIONS
+    from ..machine import PRECISIONS
 
     return tuple(PRECISIONS)
 

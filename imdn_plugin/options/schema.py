@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from ..machine import TRAIN_AMP
 from .fields import (
     FILE,
     FOLDER,
@@ -333,7 +334,7 @@ class TrainOptions:
     net_d_init_iters: int = _f(Int(0, MAX_ITER), 0)
     # imdn_plugin's IMDNModel
     channels_last: bool = _f(Bool(), False)
-    amp: str | None = _f(Choice(None, "bf16", "fp16"))
+    amp: str | None = _f(Choice(*TRAIN_AMP))
 
 
 @dataclass(frozen=True)

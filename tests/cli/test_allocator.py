@@ -9,6 +9,7 @@ import pytest
 
 from imdn_plugin import cli
 from imdn_plugin.cli import allocator as _allocator
+from imdn_plugin.machine import MALLOC_ENV
 
 # Page faults per steady-state call of the fused IMDN x4 forward on a 128x128 input (its
 # feature maps are 4 MiB each; the 3 MiB output alone is 768 pages if freshly mapped).
@@ -39,7 +40,7 @@ def _glibc() -> bool:
 
 
 def _probe(**env: str) -> tuple[bool, int]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", _allocator.ENV)}
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", MALLOC_ENV)}
     clean = {k: v for k, v in clean.items() if not k.startswith("MALLOC_")}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE], env={**clean, **env}, capture_output=True, text=True, timeout=120, check=True

@@ -85,7 +85,8 @@ def test_alpha_is_kept(weights: dict[str, Path], tmp_path: Path) -> None:
     rgba[..., 3] = 255
     rgba[:6, :, 3] = 0  # top half transparent
     cv2.imwrite(str(src), rgba)
-    assert infer_main(["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights["x3"]), "-q"]) == 0
+    args = ["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights["x3"]), "-q", "--alpha", "bicubic"]
+    assert infer_main(args) == 0
     alpha = cv2.imread(str(tmp_path / "o" / "a.png"), cv2.IMREAD_UNCHANGED)[..., 3]
     assert alpha[:15].max() <= 5 and alpha[21:].min() >= 250
 

@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imdn_plugin import machine
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.inference import fast as fast_mod
 from imdn_plugin.inference import fused_cpu
 from imdn_plugin.inference.fast import make_fast_forward
-from imdn_plugin.inference.fused_cpu import FusedIMDNPlanBF16, mkldnn_bf16_native
+from imdn_plugin.inference.fused_cpu import FusedIMDNPlanBF16
 from imdn_plugin.inference.predictor import InferenceOptions, build_predictor
+from imdn_plugin.machine import mkldnn_bf16_native
 
 #: bf16 plan vs the fp32 module on noise inputs with random weights: max abs diff relative to the
 #: output's largest magnitude.  bf16 keeps 8 significant bits (unit roundoff 2^-9 ≈ 0.002); through
@@ -37,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftes
 
 @pytest.fixture(autouse=True)
 def _no_amx_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(fused_cpu.ASSUME_AMX_ENV, raising=False)
+    monkeypatch.delenv(machine.ASSUME_AMX_ENV, raising=False)
 
 
 def _seeded(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -170,7 +172,7 @@ def test_bf16_precision_runs_the_bf16_plan_on_cpu(monkeypatch) -> None:
     # the plan is channels-last only: autocast otherwise
     assert make_fast_forward(IMDN(upscale=2, num_feat=16, num_block=1), precision="bf16", channels_last=False).path == "eager"
     # fp32 is untouched, AMX or not
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, "1")
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, "1")
     assert make_fast_forward(IMDN(upscale=2, num_feat=16, num_block=1)).path == "fused-cpu"
     assert make_fast_forward(IMDN(upscale=2, num_feat=16, num_block=1), precision="fp32").precision == "fp32"
 
@@ -213,7 +215,7 @@ def test_self_check_bf16_tolerance_sits_between_bf16_noise_and_a_wrong_result(re
 
 @pytest.mark.parametrize("env, path, precision", [("1", "fused-cpu-bf16", "bf16"), ("0", "fused-cpu", "fp32")])
 def test_auto_picks_bf16_only_with_amx(monkeypatch, caplog, env: str, path: str, precision: str) -> None:
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, env)
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, env)
     with caplog.at_level(logging.INFO, logger=fast_mod.__name__):
         forward = make_fast_forward(IMDN(upscale=2, num_feat=16, num_block=1), precision="auto")
     assert (forward.path, forward.precision) == (path, precision)
@@ -221,7 +223,7 @@ def test_auto_picks_bf16_only_with_amx(monkeypatch, caplog, env: str, path: str,
 
 
 def test_auto_without_override_follows_the_cpu_flags() -> None:
-    amx, why = fused_cpu.amx_detected()
+    amx, why = machine.amx_detected()
     forward = make_fast_forward(IMDN(upscale=2, num_feat=16, num_block=1), precision="auto")
     assert forward.precision == ("bf16" if amx else "fp32"), why
     with open("/proc/cpuinfo") as f:
@@ -231,7 +233,7 @@ def test_auto_without_override_follows_the_cpu_flags() -> None:
 
 
 def test_bad_amx_override_is_a_one_line_error(monkeypatch) -> None:
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, "yes")
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, "yes")
     with pytest.raises(ValueError, match="IMDN_ASSUME_AMX must be 0 or 1") as info:
         make_fast_forward(IMDN(upscale=2, num_feat=16, num_block=1), precision="auto")
     assert "\n" not in str(info.value)
@@ -257,7 +259,7 @@ def test_infer_and_upscaler_default_to_auto(monkeypatch, tmp_path) -> None:
         return real(network, **kw)
 
     monkeypatch.setattr(predictor, "make_fast_forward", spy)
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, "1")
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, "1")
     path = tmp_path / "w.pth"
     torch.save(IMDN(upscale=2, num_feat=16, num_block=1).state_dict(), path)
     Upscaler(path, device="cpu")
