@@ -196,11 +196,12 @@ class Upscaler:
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         """BGR ``H×W×3`` (float in [0, 1], uint8 or uint16: see the class) -> float32 BGR of the
         output size, clamped to [0, 1]."""
-        size = self.output_size(*bgr.shape[:2])
+        x = self._input(bgr)  # checks the array first
         with torch.inference_mode():  # the output is an inference tensor: clamp it in place
-            y = self.predict(self._input(bgr))[0].float().clamp_(0, 1)
+            y = self.predict(x)[0].float().clamp_(0, 1)
         out = y.cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
         if self.resizes:
+            size = self.output_size(*bgr.shape[:2])
             out = np.clip(imresize_to(np.ascontiguousarray(out), size), 0.0, 1.0)
         return out
 

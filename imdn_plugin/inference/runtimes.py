@@ -14,7 +14,7 @@ Both runtimes run on the CPU.  ONNX Runtime computes in fp32 (its CPU
 convolutions have no bf16).  OpenVINO takes ``INFERENCE_PRECISION_HINT``:
 ``fp32`` → f32, ``bf16`` → bf16, ``fp16`` → f16, and ``auto`` what it means for the
 torch backend on the CPU (bf16 on a CPU with AMX, else fp32:
-:func:`.fast.resolve_precision`), never OpenVINO's own choice (which picked
+:func:`imdn_plugin.machine.resolve_precision`), never OpenVINO's own choice (which picked
 bf16 on CPUs without AMX, slower there); what it really runs is logged (a CPU
 without bf16 runs f32).  The packages are optional extras: ``pip install
 ".[onnx]"`` (onnxruntime) or ``".[openvino]"`` from the source tree.
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..archs import IMDNBase
 from ..errors import ConfigError
-from ..machine import OV_HINTS, OV_PRECISIONS
+from ..machine import OV_HINTS, OV_PRECISIONS, resolve_precision
 from .global_tiling import ModuleStages
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,6 @@ class RuntimeForward:
         self.threads = torch.get_num_threads()
         self.requested = precision
         if precision == "auto":  # one meaning of auto for every backend: that of the torch backend on the CPU
-            from .fast import resolve_precision
-
             precision, why = resolve_precision("auto", torch.device("cpu")) if backend == "openvino" else ("fp32", "auto")
             logger.debug("backend %s: %s", backend, why)
         self._hint = precision
