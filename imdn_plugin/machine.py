@@ -67,6 +67,16 @@ OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 #: The reverse of :data:`OV_HINTS`: the precision word of what OpenVINO reports it runs.
 OV_PRECISIONS = {hint: word for word, hint in OV_HINTS.items()}
 
+#: ``inference: backend`` / ``basicsr infer --backend``: torch, or an ONNX export run by a CPU runtime.
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+def precision_problem(backend: str, precision: str) -> str | None:
+    """Why ``backend`` cannot run ``precision`` (``None`` when it can)."""
+    if backend == "onnxruntime" and precision in REDUCED_PRECISIONS:
+        return f"the onnxruntime backend runs fp32 only (its CPU convolutions have no {precision})"
+    return None
+
 
 def torch_dtype(precision: str) -> torch.dtype:
     """The torch float type of ``fp32`` / ``fp16`` / ``bf16``; ValueError for other words (``auto``: resolve it first)."""

@@ -85,8 +85,8 @@ def _one_line(exc: BaseException) -> str:
 def _folders_taken() -> list[str]:
     """The experiment / results folders pipeline runs of this process took (a run's are those
     added while it ran; none if it never got that far)."""
-    patches = sys.modules.get("imdn_plugin.integration.patches")
-    return patches.folders_taken() if patches is not None else []
+    run_folders = sys.modules.get("imdn_plugin.integration.run_folders")
+    return run_folders.folders_taken() if run_folders is not None else []
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

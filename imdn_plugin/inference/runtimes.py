@@ -34,21 +34,13 @@ from torch import Tensor, nn
 
 from ..archs import IMDNBase
 from ..errors import ConfigError
-from ..machine import OV_HINTS, OV_PRECISIONS, resolve_precision
+from ..machine import BACKENDS, OV_HINTS, OV_PRECISIONS, resolve_precision
 from .global_tiling import ModuleStages
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
 #: Package to import and extra to install, per runtime backend.
 _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
-
-
-def precision_problem(backend: str, precision: str) -> Optional[str]:
-    """Why ``backend`` cannot run ``precision`` (``None`` when it can)."""
-    if backend == "onnxruntime" and precision in ("bf16", "fp16"):
-        return f"the onnxruntime backend runs fp32 only (its CPU convolutions have no {precision})"
-    return None
 
 
 def require(backend: str) -> Any:

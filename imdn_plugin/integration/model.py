@@ -42,7 +42,7 @@ from ..inference.predictor import build_predictor
 from ..machine import autocast_dtype
 from ..options import options_of
 from .exact_resume import rng_state, set_rng_state
-from .parse import BASICSR
+from .registries import BASICSR
 from .progress import comparison_image, sample_tag
 
 

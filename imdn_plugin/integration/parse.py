@@ -27,6 +27,7 @@ import random
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import ConfigError
+from .registries import BASICSR
 
 if TYPE_CHECKING:
     from ..options import OptionDict
@@ -54,21 +55,6 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-class BasicSRRegistry:
-    """BasicSR's registries for the option schema (:class:`imdn_plugin.options.Registry`)."""
-
-    def names(self, kind: str) -> list[str]:
-        from . import registered
-
-        return registered(kind)
-
-    def get(self, kind: str, name: str) -> Any:
-        from . import lookup
-
-        return lookup(kind, name)
-
-
-BASICSR = BasicSRRegistry()
 
 
 def read_options(
@@ -96,6 +82,31 @@ def read_options(
     return result
 
 
+def check_lmdb_pairs(opt: dict) -> None:
+    """Before any work: the ``dataroot_gt`` and ``dataroot_lq`` LMDBs of each dataset list the same
+    keys in their ``meta_info.txt`` (BasicSR finds out while building the dataset, with a
+    traceback).  One :class:`ConfigError` line naming the dataset and the first odd key."""
+    from ..data.lmdb import read_meta_info
+
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if not isinstance(dataset, dict) or (dataset.get("io_backend") or {}).get("type") != "lmdb":
+            continue
+        gt, lq = dataset.get("dataroot_gt"), dataset.get("dataroot_lq")
+        if not (isinstance(gt, str) and isinstance(lq, str)):
+            continue
+        try:
+            gt_keys, lq_keys = set(read_meta_info(gt)), set(read_meta_info(lq))
+        except (ValueError, OSError, UnicodeDecodeError):
+            continue  # a meta_info.txt in another format: BasicSR's own check applies
+        for only, here, there in ((sorted(lq_keys - gt_keys), lq, gt), (sorted(gt_keys - lq_keys), gt, lq)):
+            if only:
+                more = f" (and {len(only) - 1} more)" if len(only) > 1 else ""
+                raise ConfigError(
+                    f"datasets:{phase}: key {only[0]!r} of {here} is not in {there}{more}; "
+                    "dataroot_gt and dataroot_lq must hold the same keys"
+                )
+
+
 def _debug_options(opt: dict, is_train: bool, debug: bool) -> None:
     """BasicSR's debug changes (``--debug``: the name; a training named ``*debug*``: short intervals), made
     before the checks."""
@@ -116,7 +127,7 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse
     from basicsr.utils import set_random_seed
     from basicsr.utils.dist_util import get_dist_info
 
-    from .patches import init_dist
+    from .distributed import init_dist
 
     args = _arguments()
     opt = read_options(args.opt, args.force_yml, is_train, args.launcher, args.auto_resume, args.debug)
@@ -170,4 +181,5 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse
         opt["path"]["log"] = results_root
         opt["path"]["visualization"] = osp.join(results_root, "visualization")
 
+    check_lmdb_pairs(opt)
     return opt, args

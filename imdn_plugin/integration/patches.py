@@ -1,8 +1,10 @@
-"""Every in-memory replacement of a BasicSR 1.4.2 function, in one place.
+"""The wiring of every in-memory replacement of a BasicSR 1.4.2 function, in one place.
 
 :func:`patch_pipelines` (called by :func:`imdn_plugin.integration.register`)
 replaces function attributes of BasicSR's modules; no file of BasicSR is
-edited.  Each fix, and how it differs from BasicSR for any model trained or
+edited.  The replacements live in their own modules (:mod:`.parse`,
+:mod:`.distributed`, :mod:`.run_folders`, :mod:`.images`, :mod:`.exact_resume`,
+:mod:`.progress`); this module only wires them in.  Each fix, and how it differs from BasicSR for any model trained or
 tested through the pipelines (the plugin's or another package's):
 
 * ``parse_options`` is :func:`.parse.parse_options`: the same flags and keys,
@@ -51,26 +53,17 @@ tested through the pipelines (the plugin's or another package's):
 """
 from __future__ import annotations
 
-import logging
-import os
-import os.path as osp
-import re
 from typing import Any, Optional
 
-import numpy as np
-import torch
-
-from ..checkpoint import load_checkpoint
-from ..errors import CheckpointError, ConfigError, ImageReadError, WorkFailedError
+from .distributed import init_dist
 from .exact_resume import ExactResume, resumable_sampler_class
-from .experiment_lock import LOCK_NAME, ExperimentLock
+from .images import imfrombytes, imwrite, naming_file_client
 from .progress import (
     ProgressMessageLogger,
     observing_build_model,
     reporting_train_pipeline,
 )
-
-logger = logging.getLogger(__name__)
+from .run_folders import load_resume_state, make_exp_dirs, release_run_locks
 
 _PATCH_FLAG = "_imdn_plugin_patch"
 
@@ -86,17 +79,17 @@ def patch_pipelines() -> None:
 
     for module in (basicsr.train, basicsr.test, basicsr.utils.options):
         if not getattr(module.parse_options, _PATCH_FLAG, False):
-            module.parse_options = _flag(_checking_lmdb_pairs(parse_options))
+            module.parse_options = _flag(parse_options)
     if not getattr(basicsr.utils.options.init_dist, _PATCH_FLAG, False):
-        basicsr.utils.options.init_dist = init_dist
+        basicsr.utils.options.init_dist = _flag(init_dist)
     import basicsr.data.paired_image_dataset as paired
 
     if not getattr(paired.imfrombytes, _PATCH_FLAG, False):
-        paired.imfrombytes = imfrombytes
-        paired.FileClient = _naming_file_client(paired.FileClient)
+        paired.imfrombytes = _flag(imfrombytes)
+        paired.FileClient = _flag(naming_file_client(paired.FileClient))
     if not getattr(basicsr.train.create_train_val_dataloader, _PATCH_FLAG, False):
         resume = ExactResume()
-        basicsr.train.load_resume_state = _flag(_reporting_resume(load_resume_state, resume))
+        basicsr.train.load_resume_state = _flag(_reporting_resume(_flag(load_resume_state), resume))
         basicsr.train.create_train_val_dataloader = _resumable_loaders(
             basicsr.train.create_train_val_dataloader, resume
         )
@@ -105,7 +98,7 @@ def patch_pipelines() -> None:
     import basicsr.models.sr_model as sr_model
 
     if not getattr(sr_model.imwrite, _PATCH_FLAG, False):
-        sr_model.imwrite = imwrite
+        sr_model.imwrite = _flag(imwrite)
     if not getattr(basicsr.train.train_pipeline, _PATCH_FLAG, False):
         basicsr.train.train_pipeline = _flag(reporting_train_pipeline(basicsr.train.train_pipeline))
         basicsr.train.build_model = _flag(observing_build_model(basicsr.train.build_model))
@@ -118,156 +111,6 @@ def _flag(func: Any) -> Any:
     return func
 
 
-def _checking_lmdb_pairs(parse: Any) -> Any:
-    def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
-        opt, args = parse(root_path, is_train)
-        check_lmdb_pairs(opt)
-        return opt, args
-
-    parse_options.__wrapped__ = parse  # type: ignore[attr-defined]
-    return parse_options
-
-
-def check_lmdb_pairs(opt: dict) -> None:
-    """Before any work: the ``dataroot_gt`` and ``dataroot_lq`` LMDBs of each dataset list the same
-    keys in their ``meta_info.txt`` (BasicSR finds out while building the dataset, with a
-    traceback).  One :class:`ConfigError` line naming the dataset and the first odd key."""
-    from ..data.lmdb import read_meta_info
-
-    for phase, dataset in (opt.get("datasets") or {}).items():
-        if not isinstance(dataset, dict) or (dataset.get("io_backend") or {}).get("type") != "lmdb":
-            continue
-        gt, lq = dataset.get("dataroot_gt"), dataset.get("dataroot_lq")
-        if not (isinstance(gt, str) and isinstance(lq, str)):
-            continue
-        try:
-            gt_keys, lq_keys = set(read_meta_info(gt)), set(read_meta_info(lq))
-        except (ValueError, OSError, UnicodeDecodeError):
-            continue  # a meta_info.txt in another format: BasicSR's own check applies
-        for only, here, there in ((sorted(lq_keys - gt_keys), lq, gt), (sorted(gt_keys - lq_keys), gt, lq)):
-            if only:
-                more = f" (and {len(only) - 1} more)" if len(only) > 1 else ""
-                raise ConfigError(
-                    f"datasets:{phase}: key {only[0]!r} of {here} is not in {there}{more}; "
-                    "dataroot_gt and dataroot_lq must hold the same keys"
-                )
-
-
-@_flag
-def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
-    """BasicSR's ``init_dist`` that also works without CUDA (gloo on CPU)."""
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-
-    if mp.get_start_method(allow_none=True) is None:
-        mp.set_start_method("spawn")
-    cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0
-    if launcher == "pytorch":
-        missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
-        if missing and "init_method" not in kwargs:
-            raise ConfigError(
-                f"--launcher pytorch: {', '.join(missing)} not set; start the run with torchrun, e.g. "
-                "torchrun --nproc_per_node=2 -m imdn_plugin train -opt FILE --launcher pytorch "
-                "(or drop --launcher for one process)"
-            )
-        if cuda:
-            local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-            torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"), **kwargs)
-    elif launcher == "slurm":
-        if not cuda:
-            raise ConfigError("--launcher slurm: needs CUDA devices; on CPU use torchrun with --launcher pytorch")
-        from basicsr.utils.dist_util import _init_dist_slurm
-
-        _init_dist_slurm(backend or "nccl", **kwargs)
-    else:
-        raise ConfigError(f"--launcher: unknown launcher '{launcher}' (none, pytorch, slurm)")
-
-
-@_flag
-def load_resume_state(opt: dict) -> Optional[dict]:
-    """Find and load the training state to resume from (CPU-safe, skips unreadable files).
-
-    With ``--auto_resume`` the newest ``<iter>.state`` whose state file *and*
-    ``net_g_<iter>.pth`` both load is used; unreadable ones (a kill during a
-    write with BasicSR's own non-atomic saver, a full disk) are skipped with a
-    warning.  An explicit ``path: resume_state`` must load, or it is an error.
-    """
-    from basicsr.utils import check_resume
-
-    lock_run_folder(opt["path"]["experiments_root"], "training")  # before reading any state in it
-    if opt["auto_resume"]:
-        state_dir = opt["path"]["training_states"]
-        state = _newest_complete_state(state_dir, opt["path"]["models"])
-        if state is None:
-            return None
-        path, resume_state = state
-        opt["path"]["resume_state"] = path
-    else:
-        path = opt["path"].get("resume_state")
-        if not path:
-            return None
-        resume_state = load_checkpoint(path)
-        problem = _state_problem(resume_state)
-        if problem:
-            raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
-    check_resume(opt, resume_state["iter"])
-    _TAKEN.append(opt["path"]["experiments_root"])
-    return resume_state
-
-
-#: What ``train_pipeline`` and ``BaseModel.resume_training`` read from a training state.
-_STATE_KEYS = {"epoch": int, "iter": int, "optimizers": list, "schedulers": list}
-
-
-def _state_problem(state: Any, expected_iter: Optional[int] = None) -> str:
-    """Why ``state`` cannot be resumed from ('' if it can)."""
-    if not isinstance(state, dict):
-        return f"holds a {type(state).__name__}, not a dict"
-    for key, kind in _STATE_KEYS.items():
-        if key not in state:
-            return f"no '{key}' key"
-        if not isinstance(state[key], kind):
-            return f"'{key}' is a {type(state[key]).__name__}, not a {kind.__name__}"
-    if expected_iter is not None and state["iter"] != expected_iter:
-        return f"its 'iter' is {state['iter']}"
-    return ""
-
-
-def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[str, dict]]:
-    if not osp.isdir(state_dir):
-        return None
-    iters = sorted(
-        (int(m.group(1)) for f in os.listdir(state_dir) if (m := re.fullmatch(r"(\d+)\.state", f))), reverse=True
-    )
-    for it in iters:
-        path = osp.join(state_dir, f"{it}.state")
-        try:
-            state = load_checkpoint(path)
-            problem = _state_problem(state, it)
-            if problem:
-                raise CheckpointError(f"{path}: not a complete BasicSR training state ({problem})")
-            load_checkpoint(osp.join(models_dir, f"net_g_{it}.pth"))
-        except CheckpointError as exc:
-            logger.warning("auto_resume: skipping iteration %d: %s", it, exc)
-            continue
-        return path, state
-    return None
-
-
-# ---------------------------------------------------------------------------- one run per folder
-#: The folders this process holds for the pipeline run in progress (by real path).
-_RUN_LOCKS: dict[str, ExperimentLock] = {}
-#: Every folder a pipeline run of this process started its work in (kept after the release):
-#: an error after that is a failure during the work (exit status 1), not a refusal.
-_TAKEN: list[str] = []
-
-
-def folders_taken() -> list[str]:
-    """The experiment / results folders pipeline runs of this process have started work in: a
-    training state was loaded to resume (:func:`load_resume_state`) or the folders were made
-    (:func:`make_exp_dirs`, which also moves a previous run's files aside)."""
-    return list(_TAKEN)
 _RELEASE_FLAG = "_imdn_plugin_releases_locks"
 
 
@@ -278,35 +121,10 @@ def _patch_run_folders() -> None:
 
     for module, pipeline in ((basicsr.train, "train_pipeline"), (basicsr.test, "test_pipeline")):
         if not getattr(module.make_exp_dirs, _PATCH_FLAG, False):
-            module.make_exp_dirs = make_exp_dirs
+            module.make_exp_dirs = _flag(make_exp_dirs)
         # Its own flag: the training pipeline is also wrapped for the progress output.
         if not getattr(getattr(module, pipeline), _RELEASE_FLAG, False):
             setattr(module, pipeline, _releasing_locks(getattr(module, pipeline)))
-
-
-def _rank() -> int:
-    from basicsr.utils.dist_util import get_dist_info
-
-    return get_dist_info()[0]
-
-
-def lock_run_folder(folder: str, command: str) -> None:
-    """Hold ``folder`` until the pipeline run ends (rank 0 only: BasicSR writes folders on rank 0).
-
-    Raises :class:`~imdn_plugin.errors.ExperimentInUseError` while another
-    process holds it; a lock of a dead run is taken over with a warning.
-    """
-    if _rank() != 0:
-        return
-    key = osp.realpath(folder)
-    if key not in _RUN_LOCKS:
-        _RUN_LOCKS[key] = ExperimentLock(folder, command).acquire()
-
-
-def release_run_locks() -> None:
-    """Release every folder :func:`lock_run_folder` took (the process exit would, too)."""
-    while _RUN_LOCKS:
-        _RUN_LOCKS.popitem()[1].release()
 
 
 def _releasing_locks(pipeline: Any) -> Any:
@@ -321,111 +139,6 @@ def _releasing_locks(pipeline: Any) -> Any:
     setattr(run_pipeline, _RELEASE_FLAG, True)
     run_pipeline.__wrapped__ = pipeline  # type: ignore[attr-defined]
     return run_pipeline
-
-
-@_flag
-def make_exp_dirs(opt: dict) -> None:
-    """BasicSR's ``make_exp_dirs`` (rank 0) on a locked folder that is never renamed.
-
-    BasicSR renames an existing ``experiments/<name>`` (``results/<name>``) to
-    ``<name>_archived_<time>``, even one a live run writes into.  Here the
-    folder is locked first (:func:`lock_run_folder`), then its previous contents
-    are moved into ``<name>_archived_<time>/``; the folder itself stays.
-    """
-    path_opt = dict(opt["path"])
-    root = path_opt.pop("experiments_root" if opt["is_train"] else "results_root")
-    if _rank() != 0:
-        _TAKEN.append(root)  # rank 0 makes the folders; from here on every rank is working
-        return
-    lock_run_folder(root, "training" if opt["is_train"] else "test")
-    _TAKEN.append(root)
-    archive_contents(root)
-    for key, path in path_opt.items():
-        if "strict_load" in key or "pretrain_network" in key or "resume" in key or "param_key" in key:
-            continue
-        os.makedirs(path, exist_ok=True)
-
-
-def archive_contents(folder: str) -> Optional[str]:
-    """Move everything in ``folder`` but the lock file into a new ``<folder>_archived_<time>``.
-
-    Returns the archive's path, or None when there was nothing to move.
-    """
-    from basicsr.utils.misc import get_time_str
-
-    entries = sorted(e for e in os.listdir(folder) if e != LOCK_NAME)
-    if not entries:
-        return None
-    base = archive = f"{folder.rstrip(os.sep)}_archived_{get_time_str()}"
-    n = 1
-    while True:
-        try:
-            os.mkdir(archive)
-            break
-        except FileExistsError:
-            archive, n = f"{base}_{n}", n + 1
-    for entry in entries:
-        os.rename(osp.join(folder, entry), osp.join(archive, entry))
-    logger.warning("%s: a new run (not a resume): the previous run's files were moved to %s", folder, archive)
-    return archive
-
-
-# ---------------------------------------------------------------------------- image reading
-class _NamedBytes(bytes):
-    """Encoded image bytes that remember where they came from."""
-
-    source: str = "image"
-
-
-def _naming_file_client(file_client: type) -> type:
-    class NamingFileClient(file_client):  # type: ignore[misc, valid-type]
-        """BasicSR's ``FileClient`` whose ``get`` result carries the file path / LMDB key."""
-
-        def get(self, filepath: Any, client_key: str = "default") -> bytes:
-            where = f"{filepath}" if self.backend != "lmdb" else f"{client_key} LMDB key '{filepath}'"
-            try:
-                data = super().get(filepath, client_key)
-            except OSError as exc:
-                raise ImageReadError(f"{where}: cannot read file ({exc.strerror or exc})") from None
-            if data is None:
-                raise ImageReadError(f"{where}: not found")
-            named = _NamedBytes(data)
-            named.source = where
-            return named
-
-    return _flag(NamingFileClient)
-
-
-@_flag
-def imfrombytes(content: bytes, flag: str = "color", float32: bool = False) -> np.ndarray:
-    """BasicSR's ``imfrombytes`` on :func:`imdn_plugin.data.imageio.decode` (BGR, 3 channels)."""
-    from ..data.imageio import decode, notice
-
-    source = getattr(content, "source", "image")
-    decoded = decode(content, source)
-    if decoded.alpha is not None:
-        notice(source, "alpha", "alpha channel dropped (BasicSR's datasets and metrics use BGR)")
-    img = decoded.bgr
-    if flag == "grayscale":
-        img = img.mean(axis=2)
-    return img if float32 else (img * 255.0).round().astype(np.uint8)
-
-
-@_flag
-def imwrite(img: np.ndarray, file_path: str, params: Any = None, auto_mkdir: bool = True) -> None:
-    """BasicSR's ``imwrite`` (used by ``SRModel.nondist_validation``), atomic; a failed write is
-    :class:`~imdn_plugin.errors.WorkFailedError` naming the file (a full disk: one line)."""
-    from ..data.imageio import write_image_atomic
-
-    if not auto_mkdir and not osp.isdir(osp.dirname(osp.abspath(file_path))):
-        raise WorkFailedError(f"{file_path}: cannot write image (its folder does not exist)")
-    try:
-        write_image_atomic(file_path, img, params)
-    except OSError as exc:
-        raise WorkFailedError(
-            f"{file_path}: cannot write image ({exc.strerror or exc}); nothing was written under that name, "
-            "the images written before it are kept"
-        ) from None
 
 
 # ---------------------------------------------------------------------------- exact resume

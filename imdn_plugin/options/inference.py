@@ -34,7 +34,7 @@ def _precisions() -> tuple[str, ...]:
 
 
 def _backends() -> tuple[str, ...]:
-    from ..inference.runtimes import BACKENDS
+    from ..machine import BACKENDS
 
     return tuple(BACKENDS)
 
@@ -117,7 +117,7 @@ class InferenceOptions:
                 f"inference:{key}", getattr(self, key),
                 f"is a torch option; the {self.backend} backend does not take it (leave it out)",
             )  # fmt: skip
-        from ..inference.runtimes import precision_problem
+        from ..machine import precision_problem
 
         problem = precision_problem(self.backend, self.precision)
         if problem:

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from imdn_plugin.data import headers, imageio
 from imdn_plugin.data.imageio import read, read_image
 from imdn_plugin.errors import ConfigError, ImageReadError
-from imdn_plugin.integration.patches import imfrombytes
+from imdn_plugin.integration.images import imfrombytes
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (13, 17, 3), dtype=np.uint8)  # 17 wide, 13 high

@@ -110,10 +110,10 @@ def test_test_images_are_written_by_the_atomic_writer(tiny_sr_data: Path, tmp_pa
     import basicsr.models.sr_model as sr_model
 
     import imdn_plugin.data.imageio as imageio
-    from imdn_plugin.integration import patches
+    from imdn_plugin.integration import images
 
     imdn_plugin.integration.register()
-    assert sr_model.imwrite is patches.imwrite
+    assert sr_model.imwrite is images.imwrite
     names = []
     real = imageio.write_png_atomic
     monkeypatch.setattr(imageio, "write_png_atomic", lambda path, img, **k: names.append(Path(path).name) or real(path, img, **k))

@@ -220,17 +220,17 @@ def test_without_flock_the_pid_record_decides(
 def test_only_rank_0_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import basicsr.utils.dist_util as dist_util
 
-    from imdn_plugin.integration import patches
+    from imdn_plugin.integration import run_folders
 
     monkeypatch.setattr(dist_util, "get_dist_info", lambda: (1, 2))
-    patches.lock_run_folder(str(tmp_path / "r1"), "training")
-    assert not (tmp_path / "r1").exists() and not patches._RUN_LOCKS
+    run_folders.lock_run_folder(str(tmp_path / "r1"), "training")
+    assert not (tmp_path / "r1").exists() and not run_folders._RUN_LOCKS
     monkeypatch.setattr(dist_util, "get_dist_info", lambda: (0, 2))
-    patches.lock_run_folder(str(tmp_path / "r0"), "training")
+    run_folders.lock_run_folder(str(tmp_path / "r0"), "training")
     try:
         assert el.read_lock_record(tmp_path / "r0")["pid"] == os.getpid()
     finally:
-        patches.release_run_locks()
+        run_folders.release_run_locks()
     assert el.read_lock_record(tmp_path / "r0") == {}
 
 

@@ -90,7 +90,7 @@ def test_a_different_class_under_the_same_name_is_refused() -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
     import imdn_plugin
-    from imdn_plugin.integration import register_once as _register_once
+    from imdn_plugin.integration.registries import register_once as _register_once
 
     imdn_plugin.register()
     impostor = type("IMDN", (), {"__module__": "someone_else"})
