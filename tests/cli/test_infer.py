@@ -354,6 +354,7 @@ def test_exif_orientation_is_applied(x2: Path, tmp_path: Path, monkeypatch, caps
         assert np.abs(got.astype(np.float64) - np.round(expected * 255)).max() <= 1
 
 
+@pytest.mark.slow
 def test_progress_bars_over_images_and_tiles(x2: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     d = tmp_path / "d"
     write_images(d, ["a.png", "b.png"], size=(12, 12))
@@ -570,6 +571,7 @@ def test_sigterm_while_writing_leaves_no_temporary(x2: Path, tmp_path: Path) -> 
     assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no .b.png.*.tmp.png, no c.png
 
 
+@pytest.mark.slow
 def test_mode_whole_is_what_imdn_as_tiles_reproduce(tmp_path: Path, monkeypatch, capsys) -> None:
     """IMDN_AS untiled defaults to ACS (patches with their own statistics, paper §3.3); tiles give
     the whole-image result, which --mode whole asks for directly."""
