@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="measurements per cell, best kept (default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    import imdn_plugin  # noqa: F401  (the torchvision alias before basicsr)
     import torch
 
+    import imdn_plugin  # noqa: F401  (the torchvision alias before basicsr)
     from imdn_plugin.data.lmdb import export_lmdb_to_folder, read_meta_info
 
     with tempfile.TemporaryDirectory(prefix="imdn_bench_") as tmp:

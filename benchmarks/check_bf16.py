@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from imdn_plugin.evaluation import set5_scores
 
@@ -81,7 +81,7 @@ def plan_forward(plan) -> Callable:
     return run
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reference", type=Path, default=REFERENCE, help="reference data with checkpoints/ and Set5/ (%(default)s)")
     p.add_argument("--scales", default="2,3,4", help="comma-separated scales (default %(default)s)")
@@ -98,7 +98,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 

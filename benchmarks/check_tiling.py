@@ -142,13 +142,13 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
             return "inf"
         return f"{value:+.4f}" if key.startswith("diff") else f"{value:.4f}"
 
-    cells = [header] + [[cell(v, k) for v, k in zip(r, header)] for r in rows]
+    cells = [header] + [[cell(v, k) for v, k in zip(r, header, strict=True)] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in cells[1:]:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
 # --------------------------------------------------------------------------- (a) Set5

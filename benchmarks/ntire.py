@@ -195,7 +195,7 @@ def run_one(spec: str, args: dict[str, Any]) -> dict[str, Any]:
 def _child(spec: str, args: dict[str, Any], queue: Any) -> None:
     try:
         queue.put(("ok", run_one(spec, args)))
-    except BaseException as exc:  # noqa: BLE001 -- any failure in the child is reported by the parent as one line
+    except BaseException as exc:  # noqa: BLE001 (the child reports any failure to the parent's table)
         queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 

@@ -21,7 +21,7 @@ _NEW = "torchvision.transforms._functional_tensor"
 
 
 class _AliasLoader(importlib.abc.Loader):
-    def create_module(self, spec):  # noqa: D401 - importlib protocol
+    def create_module(self, spec):
         return importlib.import_module(_NEW)
 
     def exec_module(self, module: ModuleType) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -24,7 +25,7 @@ def _umask() -> int:
 
 
 def atomic_write(
-    path: PathLike, data: Union[bytes, Callable[[BinaryIO], None]], *, overwrite: bool = True, suffix: str = ".tmp"
+    path: PathLike, data: bytes | Callable[[BinaryIO], None], *, overwrite: bool = True, suffix: str = ".tmp"
 ) -> Path:
     """Write ``data`` (bytes, or a function writing into a binary file) to ``path`` atomically.
 

@@ -19,9 +19,9 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Union
+from typing import Any, BinaryIO, Union
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def extract_state_dict(
-    obj: Any, param_key: Optional[str] = "params", source: str = "checkpoint", *, exact: bool = False
+    obj: Any, param_key: str | None = "params", source: str = "checkpoint", *, exact: bool = False
 ) -> dict:
     """Return the network state dict held by a loaded checkpoint object.
 
@@ -131,7 +131,7 @@ def _safetensors_torch(path: Path) -> Any:
     return safetensors.torch
 
 
-def _sniff(path: Path) -> Optional[str]:
+def _sniff(path: Path) -> str | None:
     """What the first bytes of ``path`` look like: ``'safetensors'``, ``'torch-zip'``, ``'pickle'`` or ``None``."""
     try:
         with open(path, "rb") as f:
@@ -220,7 +220,7 @@ def load_safetensors(path: PathLike) -> dict[str, Any]:
     return split_param_groups(flat, keys)
 
 
-def split_param_groups(flat: Mapping[str, Any], param_keys: "list[str] | tuple[str, ...]") -> dict[str, dict[str, Any]]:
+def split_param_groups(flat: Mapping[str, Any], param_keys: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Undo :func:`save_network_file`'s flattening for safetensors.
 
     Tensors named ``<key>.<name>`` for ``key`` in ``param_keys[1:]`` go to group
@@ -239,7 +239,7 @@ def split_param_groups(flat: Mapping[str, Any], param_keys: "list[str] | tuple[s
 
 
 def load_state_dict(
-    path: PathLike, param_key: Optional[str] = "params", *, exact_key: bool = False
+    path: PathLike, param_key: str | None = "params", *, exact_key: bool = False
 ) -> dict[str, torch.Tensor]:
     """Load the network weights of ``path`` (any of the accepted forms).
 
@@ -269,13 +269,13 @@ def _layout_problem(t: torch.Tensor) -> str:
     """
     if t.numel() == 0:
         return ""
-    dims = sorted((abs(st), sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
+    dims = sorted((abs(st), sz) for st, sz in zip(t.stride(), t.shape, strict=False) if sz > 1)
     expected = 1
     for stride, size in dims:
         if stride < expected:
             return f"has overlapping strides {tuple(t.stride())}: its {t.numel():,} values are not stored each once"
         expected = stride * size
-    span = t.storage_offset() + sum((sz - 1) * abs(st) for st, sz in zip(t.stride(), t.shape)) + 1
+    span = t.storage_offset() + sum((sz - 1) * abs(st) for st, sz in zip(t.stride(), t.shape, strict=False)) + 1
     if span * t.element_size() > t.untyped_storage().nbytes():
         return "reaches past the end of its storage"
     return ""
@@ -376,7 +376,7 @@ class _WriteErrorRecorder:
 
     def __init__(self, f: Any) -> None:
         self._f = f
-        self.error: Optional[OSError] = None
+        self.error: OSError | None = None
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._f, attr)
@@ -440,7 +440,7 @@ def save_safetensors(
     path: PathLike,
     *,
     overwrite: bool = False,
-    metadata: Optional[Mapping[str, str]] = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write a ``{name: tensor}`` state dict as ``.safetensors``, atomically (see :func:`atomic_torch_save`).
 
@@ -498,7 +498,7 @@ def save_network_file(
 
 
 def load_network(
-    path: PathLike, param_key: Optional[str] = "params", *, exact_key: bool = False
+    path: PathLike, param_key: str | None = "params", *, exact_key: bool = False
 ) -> tuple[nn.Module, ArchSpec]:
     """Build the network of a checkpoint, type and sizes read off its shapes (:func:`imdn_plugin.archs.describe`).
 

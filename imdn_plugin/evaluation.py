@@ -8,8 +8,8 @@ scale (the paper's Table 5 protocol).  Needs BasicSR.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 try:  # absolute imports: this module's own name does not shadow the real package
     from spandrel import (
@@ -162,7 +162,7 @@ class IMDN_RTEArch(_IMDNFamilyArch):
 ARCHITECTURES: tuple[_IMDNFamilyArch, ...] = (IMDNArch(), IMDN_ASArch(), IMDN_RTCArch(), IMDN_RTEArch())
 
 
-def install(registry: Optional[ArchRegistry] = None) -> None:
+def install(registry: ArchRegistry | None = None) -> None:
     """Register IMDN, IMDN_AS, IMDN_RTC and IMDN_RTE with spandrel's ``MAIN_REGISTRY`` (or ``registry``); idempotent.
 
     An architecture id that the registry already holds is left as it is (logged

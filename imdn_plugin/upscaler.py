@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -123,11 +122,11 @@ class Upscaler:
 
     def __init__(
         self,
-        weights: Union[str, "os.PathLike[str]"],
-        scale: Optional[float] = None,
-        options: Optional[InferenceOptions] = None,
-        device: Union[torch.device, str, None] = None,
-        param_key: Optional[str] = None,
+        weights: str | os.PathLike[str],
+        scale: float | None = None,
+        options: InferenceOptions | None = None,
+        device: torch.device | str | None = None,
+        param_key: str | None = None,
         *,
         outscale: float | None = None,
         alpha: str = DEFAULT_ALPHA,
@@ -239,14 +238,14 @@ class Upscaler:
             return np.ascontiguousarray(self(np.repeat(alpha[:, :, None], 3, axis=2)).mean(axis=2))
         return np.clip(imresize_to(alpha, self.output_size(*alpha.shape[:2])), 0.0, 1.0)
 
-    def upscale(self, img: imageio.Image) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def upscale(self, img: imageio.Image) -> tuple[np.ndarray, np.ndarray | None]:
         """``(bgr, alpha)`` of a decoded image: the network's output and the upscaled alpha
         (:meth:`upscale_alpha`)."""
         sr = self(img.bgr)
         alpha = None if img.alpha is None else self.upscale_alpha(img.alpha)
         return sr, alpha
 
-    def _upscale_read(self, src: Union[str, "os.PathLike[str]"]) -> tuple[np.ndarray, str]:
+    def _upscale_read(self, src: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
         """An image file upscaled: ``(samples, format)``, the uint8/uint16 array to encode as
         :func:`~.data.imageio.output_format` says (grayscale, 16-bit and alpha kept where the
         format holds them; a one-time notice where it does not)."""
@@ -274,7 +273,7 @@ class Upscaler:
         """The file name ending of ``src``'s output (``.png``, ``.jpg`` or ``.webp``)."""
         return imageio.FORMAT_SUFFIX[imageio.output_format(self.format, src)]
 
-    def upscale_file(self, src: Union[str, "os.PathLike[str]"]) -> bytes:
+    def upscale_file(self, src: str | os.PathLike[str]) -> bytes:
         """Read an image file, upscale it and return the encoded output (``format``, ``quality``)
         in the same form (grayscale stays grayscale, 16-bit stays 16-bit in PNG, alpha is kept
         in PNG and WebP).  The EXIF / TIFF orientation tag of JPEG and TIFF files is applied
@@ -283,7 +282,7 @@ class Upscaler:
         return imageio.encode_image(samples, fmt, self.quality)
 
     def write_file(
-        self, src: Union[str, "os.PathLike[str]"], dst: Union[str, "os.PathLike[str]"], overwrite: bool = False
+        self, src: str | os.PathLike[str], dst: str | os.PathLike[str], overwrite: bool = False
     ) -> None:
         """:meth:`upscale_file` written atomically to ``dst`` (never replacing an existing file
         unless ``overwrite``; :class:`FileExistsError`).  A PNG is encoded straight into the

@@ -116,7 +116,7 @@ def main() -> int:
                 lost.append(pending - start)
                 pending = None
 
-        for k in range(args.kills):
+        for _ in range(args.kills):
             logs = run_logs(run_dir)
             proc = subprocess.Popen(cmd, cwd=tmp / "run", env=ENV, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
@@ -142,7 +142,7 @@ def main() -> int:
                 pending = progress
             print(f"kill {kills}: last logged iteration {progress}", flush=True)
         logs = run_logs(run_dir)
-        final = subprocess.run(cmd, cwd=tmp / "run", env=ENV, capture_output=True, text=True)
+        final = subprocess.run(cmd, cwd=tmp / "run", env=ENV, capture_output=True, text=True, check=False)
         if final.returncode != 0:
             print(f"final resume failed:\n{final.stderr[-2000:]}")
             return 1
@@ -150,7 +150,7 @@ def main() -> int:
         check_restart(new[-1] if new else None)
         (tmp / "ref").mkdir()
         ref = subprocess.run([*basicsr(), "train", "-opt", str(tmp / "soak.yml")], cwd=tmp / "ref", env=ENV,
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True, check=False)  # fmt: skip
         a = load_state_dict(run_dir / "models" / "net_g_latest.pth")
         b = load_state_dict(tmp / "ref" / "experiments" / "soak" / "models" / "net_g_latest.pth")
         same = ref.returncode == 0 and all(torch.equal(a[k], b[k]) for k in a)

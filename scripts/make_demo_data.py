@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
     log = logging.getLogger("make_demo_data")
     try:
-        import imdn_plugin  # noqa: F401  (basicsr import shim)
+        import imdn_plugin
     except ImportError:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         import imdn_plugin  # noqa: F401

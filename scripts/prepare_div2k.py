@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: --n-thread must be >= 1", file=sys.stderr)
         return 2
     try:
-        import imdn_plugin  # noqa: F401  (makes basicsr importable with current torchvision)
+        import imdn_plugin
     except ImportError:  # running from a checkout without installing it
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         import imdn_plugin  # noqa: F401
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             n_thread=args.n_thread,
             progress=not args.quiet,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (every failure during the work: one line, exit 1)
         code, line = _failure(exc)
         print(f"{prog}: error: {line}", file=sys.stderr)
         return code

@@ -1,7 +1,7 @@
 """Helpers shared by several test files (networks and images that make bugs visible)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

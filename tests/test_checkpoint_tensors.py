@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdn_plugin.archs import IMDN
 import imdn_plugin.checkpoint as ckpt
+from imdn_plugin.archs import IMDN
 from imdn_plugin.checkpoint import load_network, load_state_dict
 from imdn_plugin.errors import CheckpointError
 

@@ -9,9 +9,9 @@ import torch
 
 pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install '.[onnx]')")
 
-import imdn_plugin.export as export  # noqa: E402
-from imdn_plugin.archs import IMDN  # noqa: E402
-from imdn_plugin.errors import ConfigError  # noqa: E402
+import imdn_plugin.export as export
+from imdn_plugin.archs import IMDN
+from imdn_plugin.errors import ConfigError
 
 
 def _weights(tmp_path: Path) -> Path:

@@ -28,7 +28,7 @@ def _check(base: dict, edit, ok: bool, message: str) -> None:
 def test_upscale_bound(upscale: Any, ok: bool) -> None:
     """IMDN's upscale is an integer >= 2 (x1 has no pixel shuffle to learn): refused with the options,
     before the constructor."""
-    edit = lambda o: (o["network_g"].update(upscale=upscale), o.update(scale=upscale if ok else 2))  # noqa: E731
+    edit = lambda o: (o["network_g"].update(upscale=upscale), o.update(scale=upscale if ok else 2))
     _check(BASE, edit, ok, f"network_g:upscale|{str(upscale).lower() if isinstance(upscale, bool) else upscale}")
 
 

@@ -38,7 +38,7 @@ def project_network(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     return net.eval()
 
 
-def builtin_only_registry() -> "spandrel.ArchRegistry":
+def builtin_only_registry() -> spandrel.ArchRegistry:
     """spandrel's own architectures, whatever install() did to MAIN_REGISTRY earlier in the session."""
     registry = spandrel.ArchRegistry()
     registry.add(*(a for a in spandrel.MAIN_REGISTRY if a.architecture.id not in OUR_IDS))

@@ -3,7 +3,6 @@ as OpenCV reads files), signed integers are refused in one line, floats outside 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Optional, Union
 
 import numpy as np
 
-Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
+Buffer = bytes | bytearray | memoryview | np.ndarray
 
 #: The EXIF/TIFF orientation tag.
 ORIENTATION_TAG = 274
@@ -39,7 +38,7 @@ def _view(data: Buffer) -> memoryview:
     return memoryview(data).cast("B")
 
 
-def image_format(data: Buffer) -> Optional[str]:
+def image_format(data: Buffer) -> str | None:
     """``png``, ``jpeg``, ``tiff``, ``bmp``, ``webp``, ``pnm``, ``pfm``, ``hdr``, ``sunras`` or None."""
     head = bytes(_view(data)[:16])
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -63,7 +62,7 @@ def image_format(data: Buffer) -> Optional[str]:
     return None
 
 
-def image_size(data: Buffer) -> Optional[tuple[int, int]]:
+def image_size(data: Buffer) -> tuple[int, int] | None:
     """``(width, height)`` declared by the header, or None (unknown format or malformed header)."""
     mv = _view(data)
     fmt = image_format(mv)
@@ -96,7 +95,7 @@ def exif_orientation(data: Buffer) -> int:
 
 
 # --------------------------------------------------------------------------- formats
-def _png(mv: memoryview) -> Optional[tuple[int, int]]:
+def _png(mv: memoryview) -> tuple[int, int] | None:
     if bytes(mv[12:16]) != b"IHDR":
         return None
     return struct.unpack_from(">II", mv, 16)
@@ -124,7 +123,7 @@ def _jpeg_segments(mv: memoryview):
         i += 2 + length
 
 
-def _jpeg(mv: memoryview) -> Optional[tuple[int, int]]:
+def _jpeg(mv: memoryview) -> tuple[int, int] | None:
     for marker, start, length in _jpeg_segments(mv):
         if marker in _JPEG_SOF and length >= 5:
             height, width = struct.unpack_from(">HH", mv, start + 1)
@@ -148,7 +147,7 @@ def _bmp(mv: memoryview) -> tuple[int, int]:
     return abs(width), abs(height)  # negative height: rows stored top-down
 
 
-def _webp(mv: memoryview) -> Optional[tuple[int, int]]:
+def _webp(mv: memoryview) -> tuple[int, int] | None:
     chunk = bytes(mv[12:16])
     if chunk == b"VP8 " and bytes(mv[23:26]) == b"\x9d\x01\x2a":
         w, h = struct.unpack_from("<HH", mv, 26)
@@ -189,20 +188,20 @@ def _tiff_tags(mv: memoryview, base: int, wanted: tuple[int, ...]) -> dict[int, 
     return found
 
 
-def _tiff(mv: memoryview) -> Optional[tuple[int, int]]:
+def _tiff(mv: memoryview) -> tuple[int, int] | None:
     tags = _tiff_tags(mv, 0, (_TIFF_WIDTH, _TIFF_HEIGHT))
     if _TIFF_WIDTH not in tags or _TIFF_HEIGHT not in tags:
         return None
     return tags[_TIFF_WIDTH], tags[_TIFF_HEIGHT]
 
 
-def _pnm(mv: memoryview) -> Optional[tuple[int, int]]:
+def _pnm(mv: memoryview) -> tuple[int, int] | None:
     head = re.sub(rb"#[^\n\r]*", b" ", bytes(mv[:4096]))  # comments
     m = re.match(rb"P[1-6Ff]\s+(\d+)\s+(\d+)", head)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _hdr(mv: memoryview) -> Optional[tuple[int, int]]:
+def _hdr(mv: memoryview) -> tuple[int, int] | None:
     head = bytes(mv[:65536])
     end = head.find(b"\n\n")
     if end < 0:
@@ -272,7 +271,7 @@ def _png_has_iend(mv: memoryview) -> bool:
     return False
 
 
-def _jpeg_scan_start(mv: memoryview) -> Optional[int]:
+def _jpeg_scan_start(mv: memoryview) -> int | None:
     """Offset of the first start-of-scan marker (``FF DA``), walking the segments before it."""
     i, n = 2, len(mv)
     while i + 4 <= n:
@@ -304,7 +303,7 @@ def _contains(mv: memoryview, start: int, pattern: bytes) -> bool:
     return bool(np.any((a[:-1] == pattern[0]) & (a[1:] == pattern[1])))
 
 
-def truncation_problem(data: Buffer) -> Optional[str]:
+def truncation_problem(data: Buffer) -> str | None:
     """Why encoded PNG / JPEG bytes look cut short, or None.
 
     OpenCV decodes a truncated JPEG (and some truncated PNGs) partially, with

@@ -40,7 +40,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Union
 
 import cv2
 import numpy as np
@@ -71,7 +71,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"
 
 
-def truncation_problem(raw: Union[bytes, np.ndarray]) -> Optional[str]:
+def truncation_problem(raw: bytes | np.ndarray) -> str | None:
     """Why encoded bytes look cut short, or None (see :func:`.headers.truncation_problem`;
     data after the end marker is accepted)."""
     return headers.truncation_problem(raw)
@@ -104,7 +104,7 @@ class Image:
     """A decoded image: ``bgr`` float32 HxWx3 in [0, 1], ``alpha`` HxW or None, source bit depth, channels."""
 
     bgr: np.ndarray
-    alpha: Optional[np.ndarray]
+    alpha: np.ndarray | None
     bit_depth: int
     channels: int
 
@@ -164,7 +164,7 @@ def imdecode(buf: np.ndarray) -> np.ndarray:
     return img
 
 
-def decode(data: Union[bytes, np.ndarray], source: str, orientation: bool = False) -> Image:
+def decode(data: bytes | np.ndarray, source: str, orientation: bool = False) -> Image:
     """Decode encoded image bytes (as stored in files or LMDBs); with ``orientation``,
     turn it as its EXIF/TIFF orientation tag says (see :func:`orient`)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
@@ -187,7 +187,7 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(t[flips[orientation]] if orientation in flips else t)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def decoder_applies_orientation(fmt: str) -> bool:
     """Whether ``cv2.imdecode(..., IMREAD_UNCHANGED)`` already turns ``fmt`` images by their tag.
 
@@ -203,7 +203,7 @@ def decoder_applies_orientation(fmt: str) -> bool:
     return img is not None and img.shape[:2] == stored[::-1]
 
 
-def orient(img: np.ndarray, buf: Union[bytes, np.ndarray]) -> np.ndarray:
+def orient(img: np.ndarray, buf: bytes | np.ndarray) -> np.ndarray:
     """Apply the orientation tag of the encoded ``buf`` (JPEG, TIFF) to its decoded ``img``,
     unless the decoder did already."""
     fmt = headers.image_format(buf)
@@ -268,7 +268,7 @@ def read(path: PathLike, orientation: bool = False) -> Image:
     return decode(data, str(path), orientation=orientation)
 
 
-def encode_png(bgr: np.ndarray, alpha: Optional[np.ndarray] = None, bit_depth: int = 8, gray: bool = False) -> bytes:
+def encode_png(bgr: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8, gray: bool = False) -> bytes:
     """Encode float [0, 1] BGR (+alpha) as PNG, 8 or 16 bit, rounding to nearest."""
     maxval, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
     img = bgr.mean(axis=2, keepdims=True) if gray else bgr
@@ -283,7 +283,7 @@ def write_atomic(path: PathLike, data: bytes, overwrite: bool = True) -> None:
     atomic_write(path, data, overwrite=overwrite)
 
 
-def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, compress_level: Optional[int] = None) -> None:
+def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, compress_level: int | None = None) -> None:
     """Encode ``img`` (uint8/uint16) as PNG straight into ``path``'s temporary file, atomically.
 
     ``cv2.imwrite`` streams the compressed rows to the file, so no PNG exists in
@@ -306,7 +306,7 @@ def write_png_atomic(path: PathLike, img: np.ndarray, overwrite: bool = True, co
     atomic_write(path, write, overwrite=overwrite, suffix=".tmp.png")
 
 
-def _opencv_safe_name(f: BinaryIO) -> Optional[str]:
+def _opencv_safe_name(f: BinaryIO) -> str | None:
     """The temporary's name if OpenCV can be given it, else None (then the PNG is encoded in memory).
 
     ``cv2.imwrite`` crashes the process (SIGSEGV) on a ``str`` holding surrogate-escaped
@@ -319,7 +319,7 @@ def _opencv_safe_name(f: BinaryIO) -> Optional[str]:
     return f.name
 
 
-def write_image_atomic(path: PathLike, img: np.ndarray, params: Optional[list] = None, overwrite: bool = True) -> None:
+def write_image_atomic(path: PathLike, img: np.ndarray, params: list | None = None, overwrite: bool = True) -> None:
     """Write an OpenCV image array (format by the name's suffix) atomically: PNGs by
     :func:`write_png_atomic`, other formats encoded in memory first.  What BasicSR's
     ``imwrite`` does, without a cut-off file under the final name when the write is stopped."""
@@ -414,7 +414,7 @@ def _to_bgr_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:
 
 
 
-def png_bytes(img: np.ndarray, compress_level: Optional[int] = DEFAULT_COMPRESS_LEVEL) -> bytes:
+def png_bytes(img: np.ndarray, compress_level: int | None = DEFAULT_COMPRESS_LEVEL) -> bytes:
     """PNG bytes of a uint8/uint16 array as BasicSR stores them (``cv2.imencode`` with the level;
     ``None``: OpenCV's default)."""
     params = [] if compress_level is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)]

@@ -26,8 +26,9 @@ import re
 import shutil
 import struct
 import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Union
+from typing import Union
 
 import lmdb
 import numpy as np
@@ -148,7 +149,7 @@ class LmdbWriter:
         self._crc: dict[str, int] = {}
         self._done = False
 
-    def __enter__(self) -> "LmdbWriter":
+    def __enter__(self) -> LmdbWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -237,7 +238,7 @@ class LmdbWriter:
         self._done = True
 
 
-def _open_checked(path: Path) -> "lmdb.Environment":
+def _open_checked(path: Path) -> lmdb.Environment:
     """Open ``path`` read-only (as BasicSR does) after checking ``data.mdb`` holds every page its header names.
 
     Raises:
@@ -276,7 +277,7 @@ def _written_size(path: Path) -> str:
     return ""
 
 
-def _read_manifest(path: Path, quiet: bool = False) -> Optional[dict]:
+def _read_manifest(path: Path, quiet: bool = False) -> dict | None:
     """The writer's manifest, None when absent; ValueError when unreadable (unless ``quiet``)."""
     file = path / MANIFEST_NAME
     if not file.is_file():
@@ -292,7 +293,7 @@ def _read_manifest(path: Path, quiet: bool = False) -> Optional[dict]:
     return manifest
 
 
-def check_lmdb_keys(lmdb_path: PathLike, keys: Optional[Iterable[str]] = None) -> int:
+def check_lmdb_keys(lmdb_path: PathLike, keys: Iterable[str] | None = None) -> int:
     """Check that ``data.mdb`` is whole and holds every key of ``meta_info.txt`` (or ``keys``).
 
     Cheap enough for every training start: the size check reads the two

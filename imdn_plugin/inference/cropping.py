@@ -19,7 +19,7 @@ tiles) gives results close to, but not bit-identical with, a whole-image pass.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -192,12 +192,12 @@ def acs_forward(network: Network, x: Tensor, padding: int = ACS_PADDING) -> Tens
     cols = (0, w - pw, 0, w - pw)
     own_rows = ((0, h2), (0, h2), (h2, h), (h2, h))
     own_cols = ((0, w2), (w2, w), (0, w2), (w2, w))
-    patches = torch.cat([x[:, :, r : r + ph, c : c + pw] for r, c in zip(rows, cols)], dim=0)
+    patches = torch.cat([x[:, :, r : r + ph, c : c + pw] for r, c in zip(rows, cols, strict=False)], dim=0)
     out = network(patches)
     s = _infer_scale("acs_forward", out, 4 * n, ph, pw)
 
     result = out.new_empty((n, out.shape[1], s * h, s * w))
-    for i, (r, c, (r0, r1), (c0, c1)) in enumerate(zip(rows, cols, own_rows, own_cols)):
+    for i, (r, c, (r0, r1), (c0, c1)) in enumerate(zip(rows, cols, own_rows, own_cols, strict=False)):
         result[:, :, s * r0 : s * r1, s * c0 : s * c1] = out[
             i * n : (i + 1) * n, :, s * (r0 - r) : s * (r1 - r), s * (c0 - c) : s * (c1 - c)
         ]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,7 @@ class FastForward:
         device: torch.device,
         dtype: torch.dtype,
         channels_last: bool,
-        plan: Optional[FusedIMDNPlan],
+        plan: FusedIMDNPlan | None,
         compile: bool,
         precision: str,
     ) -> None:
@@ -74,7 +75,7 @@ class FastForward:
         self.channels_last = channels_last
         self.plan = plan
         self.precision = precision
-        self._compiled: Optional[Callable[[Tensor], Tensor]] = None
+        self._compiled: Callable[[Tensor], Tensor] | None = None
         if compile:
             self._compiled = self._compile(module)
 
@@ -98,24 +99,24 @@ class FastForward:
     # -- compilation ------------------------------------------------------------------
 
     @staticmethod
-    def _compile(module: nn.Module) -> Optional[Callable[[Tensor], Tensor]]:
+    def _compile(module: nn.Module) -> Callable[[Tensor], Tensor] | None:
         try:
             # dynamic=None: the first shape is compiled static (weights pre-packed), the
             # first new shape triggers one dynamic-shape recompile that serves all later
             # sizes (a few graphs in total, not one per size).
             return torch.compile(module, dynamic=None, options={"freezing": True})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (compile set-up fails in many ways; eager is the fallback, logged)
             logger.warning("make_fast_forward: torch.compile is unavailable (%s: %s); using eager", type(exc).__name__, exc)
             return None
 
     # -- running ----------------------------------------------------------------------
 
     @property
-    def fused_plan(self) -> Optional[FusedIMDNPlan]:
+    def fused_plan(self) -> FusedIMDNPlan | None:
         """The fused CPU plan when the next call runs it (not compiled, oneDNN enabled), else None."""
         return self._usable_plan() if self._compiled is None else None
 
-    def _usable_plan(self) -> Optional[FusedIMDNPlan]:
+    def _usable_plan(self) -> FusedIMDNPlan | None:
         """The fused plan if this PyTorch may run it now (oneDNN enabled), else None."""
         return self.plan if self.plan is not None and torch.backends.mkldnn.enabled else None
 
@@ -159,7 +160,7 @@ class FastForward:
             return self._eager(x)
         try:
             return self._compiled(x)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a compile failure or a bad input: eager tells them apart)
             # A compile failure, or a bad input: the eager path tells them apart.
             out = self._eager(x)
             logger.warning(
@@ -193,7 +194,7 @@ def _check_options(network: object, channels_last: object, compile: object, prec
 def make_fast_forward(
     network: nn.Module,
     *,
-    channels_last: Optional[bool] = None,
+    channels_last: bool | None = None,
     compile: bool = False,
     precision: str = "fp32",
 ) -> FastForward:
@@ -280,7 +281,7 @@ def make_fast_forward(
 
     try:
         module = copy.deepcopy(network)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (deepcopy can raise anything: re-raised as one ValueError)
         raise ValueError(
             f"make_fast_forward: needs a deep-copyable network ({type(exc).__name__}: {exc})"
         ) from None
@@ -288,7 +289,7 @@ def make_fast_forward(
     if channels_last:
         module.to(memory_format=_CL)
 
-    plan: Optional[FusedIMDNPlan] = None
+    plan: FusedIMDNPlan | None = None
     if (
         device.type == "cpu"
         and dtype == torch.float32

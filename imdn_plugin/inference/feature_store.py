@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ class FeatureStore:
         file: An open unbuffered binary file to hold it, or None for host memory.
     """
 
-    def __init__(self, channels: int, height: int, width: int, dtype: torch.dtype, file: Optional[BinaryIO]) -> None:
+    def __init__(self, channels: int, height: int, width: int, dtype: torch.dtype, file: BinaryIO | None) -> None:
         self.shape = (channels, height, width)
         self.dtype = dtype
         self._file = file
@@ -123,14 +123,14 @@ class FeatureStores:
             i.e. ``$TMPDIR``).
     """
 
-    def __init__(self, device: torch.device, directory: Optional[str] = None) -> None:
+    def __init__(self, device: torch.device, directory: str | None = None) -> None:
         self.device = device
         self.directory = directory or tempfile.gettempdir()
         wanted = os.environ.get("TMPDIR")
         if directory is None and wanted and os.path.realpath(wanted) != os.path.realpath(self.directory):
             logger.warning("TMPDIR=%s is not a writable folder: the tiles' feature maps go to %s", wanted, self.directory)
         self._open: list[FeatureStore] = []
-        self.in_memory: Optional[bool] = None
+        self.in_memory: bool | None = None
 
     def plan(self, total_bytes: int) -> None:
         """Choose memory or disk for maps of ``total_bytes`` together; a full disk is an error, said up front."""
@@ -163,7 +163,7 @@ class FeatureStores:
             store.close()
         self._open.clear()
 
-    def __enter__(self) -> "FeatureStores":
+    def __enter__(self) -> FeatureStores:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,8 +28,8 @@ Measurements: README, "Measurement history" and "bf16 on CPU".
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -162,7 +162,7 @@ class _OneDNN:
     def _emulated(self, x: Tensor) -> bool:
         return self.emulate_bf16 and x.dtype == torch.bfloat16
 
-    def conv(self, x: Tensor, w: Tensor, b: Optional[Tensor], conv: nn.Conv2d, slope: Optional[float] = None) -> Tensor:
+    def conv(self, x: Tensor, w: Tensor, b: Tensor | None, conv: nn.Conv2d, slope: float | None = None) -> Tensor:
         """``conv(x)`` (weights ``w``, bias ``b``, geometry of ``conv``), optionally with a fused LeakyReLU."""
         if self._emulated(x):
             return self.conv(x.float(), w.float(), _float(b), conv, slope).to(torch.bfloat16)
@@ -171,7 +171,7 @@ class _OneDNN:
             x, w, b, conv.padding, conv.stride, conv.dilation, conv.groups, attr, scalars, ""
         )
 
-    def conv_add(self, x: Tensor, other: Tensor, w: Tensor, b: Optional[Tensor], conv: nn.Conv2d) -> Tensor:
+    def conv_add(self, x: Tensor, other: Tensor, w: Tensor, b: Tensor | None, conv: nn.Conv2d) -> Tensor:
         """``conv(x) + other`` with the addition fused into the convolution."""
         if self._emulated(x):
             return self.conv_add(x.float(), other.float(), w.float(), _float(b), conv).to(torch.bfloat16)
@@ -179,7 +179,7 @@ class _OneDNN:
             x, other, w, b, conv.padding, conv.stride, conv.dilation, conv.groups, "add", 1.0, None, [], None
         )
 
-    def conv_add_(self, acc: Tensor, x: Tensor, w: Tensor, b: Optional[Tensor], conv: nn.Conv2d) -> Tensor:
+    def conv_add_(self, acc: Tensor, x: Tensor, w: Tensor, b: Tensor | None, conv: nn.Conv2d) -> Tensor:
         """``acc += conv(x)`` in place (returns ``acc``)."""
         if self._emulated(x):
             return acc.copy_(self.conv_add(x.float(), acc.float(), w.float(), _float(b), conv))
@@ -188,7 +188,7 @@ class _OneDNN:
         )
 
 
-def _float(t: Optional[Tensor]) -> Optional[Tensor]:
+def _float(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.float()
 
 
@@ -262,12 +262,12 @@ class FusedIMDNPlan:
         """Activation and weight dtype of the convolutions of ``group`` (one of :data:`LAYER_GROUPS`)."""
         return torch.float32
 
-    def _weights(self, conv: nn.Conv2d, group: str) -> tuple[Tensor, Optional[Tensor]]:
+    def _weights(self, conv: nn.Conv2d, group: str) -> tuple[Tensor, Tensor | None]:
         """``(weight, bias)`` of ``conv`` in :meth:`dtype` of ``group``."""
         return conv.weight, conv.bias
 
     def _conv(
-        self, x: Tensor, conv: nn.Conv2d, group: str, slope: Optional[float] = None, out: Optional[slice] = None
+        self, x: Tensor, conv: nn.Conv2d, group: str, slope: float | None = None, out: slice | None = None
     ) -> Tensor:
         """``conv(x)`` in ``group``'s dtype (only output channels ``out`` if given), optionally with a fused LeakyReLU."""
         w, b = self._weights(conv, group)
@@ -284,7 +284,7 @@ class FusedIMDNPlan:
             return self._conv(self._conv(x, s1, "fea_conv", act.negative_slope), s2, "fea_conv")
         return self._conv(x, self.net.fea_conv, "fea_conv")
 
-    def distill(self, j: int, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    def distill(self, j: int, x: Tensor, out: Tensor | None = None) -> Tensor:
         """Block ``j``'s progressive refinement (Eqs. 1–4): the concatenated distilled features."""
         block = self._blocks[j]
         d, slope = block.distilled, block.act.negative_slope
@@ -310,7 +310,7 @@ class FusedIMDNPlan:
                 F.linear(torch.relu(F.linear(z, du1.weight.flatten(1), du1.bias)), du2.weight.flatten(1), du2.bias)
             )
 
-    def fuse_gated(self, j: int, x: Tensor, f: Tensor, s: Tensor, scratch: Optional[Tensor], in_place: bool) -> Tensor:
+    def fuse_gated(self, j: int, x: Tensor, f: Tensor, s: Tensor, scratch: Tensor | None, in_place: bool) -> Tensor:
         """``x + c5(f * s)`` for fp32 channel weights ``s`` of shape ``(N, C)`` or ``(1, C)`` (shared).
 
         ``scratch``: a channels-last buffer like ``f`` in the ``fusion`` group's dtype (or None).
@@ -338,7 +338,7 @@ class FusedIMDNPlan:
         """Block indices, for ``distill`` / ``fuse`` (the module API's ``blocks()``)."""
         return list(range(len(self._blocks)))
 
-    def _accumulate(self, acc: Optional[Tensor], i: int, h: Tensor) -> Tensor:
+    def _accumulate(self, acc: Tensor | None, i: int, h: Tensor) -> Tensor:
         """The 1x1 conv over cat(block outputs), as a running sum of per-block 1x1 convs."""
         c_conv, nf = self.net.c[0], self.num_feat
         w, b = self._weights(c_conv, "collect")
@@ -362,7 +362,7 @@ class FusedIMDNPlan:
         up_conv, shuffle = net.upsampler
         return _pixel_shuffle_to_nchw(self._conv(y, up_conv, "upsampler"), shuffle.upscale_factor)
 
-    def collect(self, j: int, h: Tensor, acc: Optional[Tensor]) -> Tensor:
+    def collect(self, j: int, h: Tensor, acc: Tensor | None) -> Tensor:
         """``acc + W_j·h``: block ``j``'s share of the 1×1 information-collection conv (in place into ``acc``)."""
         return self._accumulate(acc, j, h)
 
@@ -392,7 +392,7 @@ class FusedIMDNPlan:
         if n > 1 and self.dtype("fusion") != torch.float32:
             gated = torch.empty_like(f_buf, dtype=self.dtype("fusion"))
         h = fea
-        acc: Optional[Tensor] = None
+        acc: Tensor | None = None
         for i in range(len(self._blocks)):
             f = self.distill(i, h, out=f_buf)
             s = self.gate(i, _channel_std_plus_mean(f, scratch))
@@ -427,7 +427,7 @@ class FusedIMDNPlanBF16(FusedIMDNPlan):
     name = "fused-cpu-bf16"
 
     def __init__(
-        self, network: nn.Module, fp32_groups: Optional[frozenset[str]] = None, emulate: Optional[bool] = None
+        self, network: nn.Module, fp32_groups: frozenset[str] | None = None, emulate: bool | None = None
     ) -> None:
         super().__init__(network)
         fp32 = BF16_FP32_GROUPS if fp32_groups is None else frozenset(fp32_groups)
@@ -441,7 +441,7 @@ class FusedIMDNPlanBF16(FusedIMDNPlan):
         self.emulated = (not mkldnn_bf16_native()) if emulate is None else bool(emulate)
         self._k = _OneDNN(emulate_bf16=self.emulated)
         self._dtypes = {g: torch.float32 if g in fp32 else torch.bfloat16 for g in LAYER_GROUPS}
-        self._cast: dict[int, tuple[Tensor, Optional[Tensor]]] = {}
+        self._cast: dict[int, tuple[Tensor, Tensor | None]] = {}
         for group, conv in self._convs():
             if self._dtypes[group] == torch.bfloat16:  # (global_residual has no conv)
                 w, b = conv.weight.detach(), conv.bias
@@ -462,7 +462,7 @@ class FusedIMDNPlanBF16(FusedIMDNPlan):
     def dtype(self, group: str) -> torch.dtype:
         return self._dtypes[group]
 
-    def _weights(self, conv: nn.Conv2d, group: str) -> tuple[Tensor, Optional[Tensor]]:
+    def _weights(self, conv: nn.Conv2d, group: str) -> tuple[Tensor, Tensor | None]:
         if self._dtypes[group] == torch.float32:
             return conv.weight, conv.bias
         return self._cast[id(conv)]
@@ -478,7 +478,7 @@ class FusedIMDNPlanBF16(FusedIMDNPlan):
 SELF_CHECK_BF16_RTOL = 0.03
 
 
-def self_check(plan: FusedIMDNPlan, network: nn.Module) -> Optional[str]:
+def self_check(plan: FusedIMDNPlan, network: nn.Module) -> str | None:
     """Run the plan and the module's fp32 forward on small random inputs; ``None`` if they agree.
 
     fp32 plan: uniform noise, max abs diff <= :data:`SELF_CHECK_ATOL` (× the output's largest
@@ -507,6 +507,6 @@ def self_check(plan: FusedIMDNPlan, network: nn.Module) -> Optional[str]:
                 limit = SELF_CHECK_BF16_RTOL * scale if bf16 else SELF_CHECK_ATOL * max(1.0, scale)
                 if not diff <= limit:
                     return f"max abs diff {diff:.3g} > {limit:.3g} on a {n}x{in_ch}x{h}x{w} input"
-    except Exception as exc:  # an op missing or changed in this PyTorch build
+    except Exception as exc:  # noqa: BLE001 (an op missing or changed in this PyTorch build)
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     return None

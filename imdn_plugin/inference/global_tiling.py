@@ -27,7 +27,7 @@ trunk pixel) live in the store.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class Stages(Protocol):
     def fea_conv(self, x: Tensor) -> Tensor: ...
     def distill(self, j: int, x: Tensor) -> Tensor: ...
     def fuse(self, j: int, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor: ...
-    def collect(self, j: int, h: Tensor, acc: Optional[Tensor]) -> Tensor: ...
+    def collect(self, j: int, h: Tensor, acc: Tensor | None) -> Tensor: ...
     def finish(self, fea: Tensor, acc: Tensor) -> Tensor: ...
     def blocks(self) -> list[int]: ...
 
@@ -81,7 +81,7 @@ class ModuleStages:
     def fuse(self, j: int, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         return self._blocks[j].fuse(x, distilled, mean, std)
 
-    def collect(self, j: int, h: Tensor, acc: Optional[Tensor]) -> Tensor:
+    def collect(self, j: int, h: Tensor, acc: Tensor | None) -> Tensor:
         """``acc + W_j·h`` for the 1×1 information-collection conv (bias added with block 0)."""
         conv, nf = self.network.c[0], h.shape[1]
         part = F.conv2d(h, conv.weight[:, j * nf : (j + 1) * nf], conv.bias if acc is None else None)
@@ -121,9 +121,9 @@ def global_tiled_forward(
     overlap: int = DEFAULT_OVERLAP,
     batch: int = DEFAULT_TILE_BATCH,
     progress: bool = False,
-    stages: Optional[Stages] = None,
-    out: Optional[Tensor] = None,
-    temp_dir: Optional[str] = None,
+    stages: Stages | None = None,
+    out: Tensor | None = None,
+    temp_dir: str | None = None,
 ) -> Tensor:
     """Like :func:`.tiling.tiled_forward`, with every CCA using whole-image statistics.
 
@@ -161,7 +161,7 @@ def global_tiled_forward(
     rows = _bands(fh, max(1, ft * ft // fw))  # pointwise stages: full-width bands of about one tile's area
     blocks = stages.blocks()
     num_feat = network.LR_conv.out_channels
-    result: Optional[Tensor] = None
+    result: Tensor | None = None
     total = n * (len(tiles) * (len(blocks) + 2) + len(rows) * len(blocks))
     with torch.no_grad(), FeatureStores(x.device, temp_dir) as store, tqdm(
         total=total, desc="tiles (global CCA)", unit="tile", disable=not progress, leave=False
@@ -171,7 +171,7 @@ def global_tiled_forward(
             image = replicate_pad(x[i : i + 1], hp - h, wp - w)
 
             # 1. shallow features
-            fea_store: Optional[FeatureStore] = None
+            fea_store: FeatureStore | None = None
             for r, c in tiles:
                 (r0, r1), (c0, c1) = _widen(r, HEAD_CONTEXT, fh), _widen(c, HEAD_CONTEXT, fw)
                 f = stages.fea_conv(image[:, :, stride * r0 : stride * r1, stride * c0 : stride * c1])

@@ -8,7 +8,8 @@ tiles.  ``IMDNModel``, ``basicsr infer`` and the benchmark all use it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,7 @@ AUTO_TILE_SHARE = 0.7
 _LIVE_MAPS = 6
 
 
-def whole_image_bytes(network: nn.Module, n: int, h: int, w: int) -> Optional[int]:
+def whole_image_bytes(network: nn.Module, n: int, h: int, w: int) -> int | None:
     """Estimated peak bytes of one whole-image forward of an IMDN / IMDN_AS (``None`` for other networks)."""
     if not isinstance(network, IMDNBase):
         return None
@@ -49,7 +50,7 @@ def whole_image_bytes(network: nn.Module, n: int, h: int, w: int) -> Optional[in
     return features + output
 
 
-def auto_tile(network: nn.Module, x: Tensor, device: torch.device) -> Optional[int]:
+def auto_tile(network: nn.Module, x: Tensor, device: torch.device) -> int | None:
     """A tile side when a whole-image pass of ``x`` would not fit in the available memory, else None."""
     need = whole_image_bytes(network, x.shape[0], x.shape[-2], x.shape[-1])
     have = available_bytes(device)
@@ -63,7 +64,7 @@ def auto_tile(network: nn.Module, x: Tensor, device: torch.device) -> Optional[i
     return tile
 
 
-def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = None) -> Callable[..., Tensor]:
+def build_predictor(network: nn.Module, options: InferenceOptions | None = None) -> Callable[..., Tensor]:
     """Return ``predict(x, out=None) -> y`` for NCHW float images in ``[0, 1]``.
 
     Example::
@@ -102,7 +103,7 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     overlap, progress = options.tile_overlap, options.progress
     global_stats = options.tile_stats == "global" and isinstance(network, IMDNBase)
 
-    def tiled(x: Tensor, tile: int, out: Optional[Tensor]) -> Tensor:
+    def tiled(x: Tensor, tile: int, out: Tensor | None) -> Tensor:
         if global_stats:
             # The frozen copy and its stages (the fused CPU plan's when it runs), in the
             # fast forward's own run context.
@@ -128,7 +129,7 @@ def build_predictor(network: nn.Module, options: Optional[InferenceOptions] = No
     # The tile an out-of-memory error brought the run down to (CUDA), kept for later images.
     oom_tile: list[int | None] = [None]
 
-    def predict(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    def predict(x: Tensor, out: Tensor | None = None) -> Tensor:
         start = oom_tile[0] if oom_tile[0] is not None else (options.tile if options.mode in ("auto", "tile") else None)
         floor = tiling.OOM_MIN_TILE if global_stats else max(tiling.OOM_MIN_TILE, 2 * overlap + 4)  # local: tile > 2·overlap
         y, tile = tiling.retry_out_of_memory(lambda t: predict_with(x, out, t), start, x.shape[-2], x.shape[-1], floor)

@@ -239,7 +239,7 @@ def tiled_forward(
     with torch.no_grad(), tqdm(total=total, desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
         it = windows()
         while True:
-            pending = [win for _, win in zip(range(batch), it)]
+            pending = [win for _, win in zip(range(batch), it, strict=False)]
             if not pending:
                 break
             inp = torch.cat([crop(*win) for win in pending], dim=0)

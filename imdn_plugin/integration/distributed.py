@@ -6,14 +6,14 @@ run uses gloo, and ``--launcher pytorch`` outside ``torchrun`` is one line.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError
 
 
-def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
+def init_dist(launcher: str, backend: str | None = None, **kwargs: Any) -> None:
     """BasicSR's ``init_dist`` that also works without CUDA (gloo on CPU)."""
     import torch.distributed as dist
     import torch.multiprocessing as mp

@@ -18,7 +18,7 @@ import contextlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ def resumable_sampler_class() -> type:
         While ``self.epoch == resume_epoch``, the first ``skip`` samples are left out.
         """
 
-        resume_epoch: Optional[int] = None
+        resume_epoch: int | None = None
         skip: int = 0
 
         def __iter__(self):  # type: ignore[override]
@@ -109,7 +109,7 @@ class ExactResume:
 
     def __init__(self) -> None:
         self.seed = 0
-        self.position: Optional[ResumePosition] = None
+        self.position: ResumePosition | None = None
 
     def resumed_at(self, epoch: int, iteration: int) -> None:
         self.position = ResumePosition(int(epoch), int(iteration))

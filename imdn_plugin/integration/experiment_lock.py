@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from ..atomic import pid_alive
 from ..errors import ExperimentInUseError
@@ -105,13 +105,13 @@ class ExperimentLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.command = command
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
     @property
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "ExperimentLock":
+    def acquire(self) -> ExperimentLock:
         """Take the lock or raise :class:`ExperimentInUseError` naming the folder and the holder's PID.
 
         A lock left by a run that is gone is taken over with a warning.
@@ -187,7 +187,7 @@ class ExperimentLock:
         finally:
             os.close(fd)  # releases the flock
 
-    def __enter__(self) -> "ExperimentLock":
+    def __enter__(self) -> ExperimentLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from basicsr.models.sr_model import SRModel
@@ -42,8 +42,8 @@ from ..inference.predictor import build_predictor
 from ..machine import autocast_dtype
 from ..options import options_of
 from .exact_resume import rng_state, set_rng_state
-from .registries import BASICSR
 from .progress import comparison_image, sample_tag
+from .registries import BASICSR
 
 
 class IMDNModel(SRModel):
@@ -54,7 +54,7 @@ class IMDNModel(SRModel):
         self.options = options_of(opt, BASICSR)
         self.inference_opt = self.options.inference
         self._predictor = None
-        self._tb_sample: Optional[tuple[Any, str, Any]] = None  # (tb_logger, tag, step) while armed
+        self._tb_sample: tuple[Any, str, Any] | None = None  # (tb_logger, tag, step) while armed
         train = self.options.train
         self.channels_last = train.channels_last if train is not None else False
         amp = train.amp if train is not None else None
@@ -133,7 +133,7 @@ class IMDNModel(SRModel):
         return self._wrap_parallel(net.to(self.device))
 
     # ------------------------------------------------------------------ loading
-    def load_network(self, net, load_path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
+    def load_network(self, net, load_path: str, strict: bool = True, param_key: str | None = "params") -> None:
         net = self.get_bare_model(net)
         state = load_state_dict(load_path, param_key)
         load_into(net, state, strict=strict, source=load_path)
@@ -157,7 +157,7 @@ class IMDNModel(SRModel):
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError("save_network: one param_key per network is needed")
-        save = {k: {n: t.detach().cpu() for n, t in self.get_bare_model(m).state_dict().items()} for m, k in zip(nets, keys)}
+        save = {k: {n: t.detach().cpu() for n, t in self.get_bare_model(m).state_dict().items()} for m, k in zip(nets, keys, strict=False)}
         name = f"{net_label}_{'latest' if current_iter == -1 else current_iter}.pth"
         path = os.path.join(self.opt["path"]["models"], name)
         atomic_torch_save(save, path)  # the .pth stays: BasicSR's resume reads it

@@ -59,7 +59,7 @@ def _arguments() -> argparse.Namespace:
 
 def read_options(
     opt_path: str, force_yml: Any, is_train: bool, launcher: str, auto_resume: bool, debug: bool = False
-) -> "OptionDict":
+) -> OptionDict:
     """The option file with ``--force_yml`` applied and the command's keys set, parsed and checked.
 
     No side effect: nothing is created, no process group, no seed.

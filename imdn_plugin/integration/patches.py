@@ -53,7 +53,7 @@ tested through the pipelines (the plugin's or another package's):
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from .distributed import init_dist
 from .exact_resume import ExactResume, resumable_sampler_class
@@ -143,7 +143,7 @@ def _releasing_locks(pipeline: Any) -> Any:
 
 # ---------------------------------------------------------------------------- exact resume
 def _reporting_resume(load: Any, resume: ExactResume) -> Any:
-    def load_and_report(opt: dict) -> Optional[dict]:
+    def load_and_report(opt: dict) -> dict | None:
         state = load(opt)
         if state is not None:
             resume.resumed_at(state["epoch"], state["iter"])

@@ -26,7 +26,8 @@ import os.path as osp
 import re
 import sys
 import time
-from typing import Any, Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -62,14 +63,14 @@ def format_eta(seconds: float) -> str:
 class TrainingRun:
     """The user-facing state of one training run: bar, observed model, validation results."""
 
-    def __init__(self, stream: Optional[TextIO] = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.started = time.time()
         self.model: Any = None
-        self.last_iter: Optional[int] = None
+        self.last_iter: int | None = None
         #: The iteration the run started from (a resume's), known once the message logger exists.
-        self.start_iter: Optional[int] = None
-        self.last_results: dict[str, tuple[dict[str, float], Optional[int]]] = {}
+        self.start_iter: int | None = None
+        self.last_results: dict[str, tuple[dict[str, float], int | None]] = {}
         self.bar: Any = None
         self._postfix: dict[str, str] = {}
         self._redirect = contextlib.ExitStack()
@@ -178,7 +179,7 @@ def _shown(path: str) -> str:
 _BASELINE_MEAN = re.compile(r"^mean((?:\s+[A-Za-z_]\w*\s+[-+0-9.eE]+)+)\s*$")
 
 
-def read_baseline(dataroot_gt: Any) -> tuple[dict[str, float], Optional[str]]:
+def read_baseline(dataroot_gt: Any) -> tuple[dict[str, float], str | None]:
     """``({metric: value}, path)`` from the ``mean ...`` line of the ``bicubic_baseline.txt``
     next to ``dataroot_gt`` (format of ``scripts/make_demo_data.py``); ``({}, None)`` if none."""
     if not isinstance(dataroot_gt, str) or not dataroot_gt:
@@ -194,17 +195,17 @@ def read_baseline(dataroot_gt: Any) -> tuple[dict[str, float], Optional[str]]:
         if m:
             tokens = m.group(1).split()
             try:
-                return {k: float(v) for k, v in zip(tokens[::2], tokens[1::2])}, path
+                return {k: float(v) for k, v in zip(tokens[::2], tokens[1::2], strict=False)}, path
             except ValueError:
                 return {}, None
     return {}, None
 
 
 # ---------------------------------------------------------------------------- the hooks
-_current: Optional[TrainingRun] = None
+_current: TrainingRun | None = None
 
 
-def current_run() -> Optional[TrainingRun]:
+def current_run() -> TrainingRun | None:
     """The run of the ``train_pipeline`` in progress (None outside one)."""
     return _current
 
@@ -306,7 +307,7 @@ def center_box(height: int, width: int, size: int = SAMPLE_CROP) -> tuple[slice,
     return slice(top, top + h), slice(left, left + w)
 
 
-def comparison_image(lq: torch.Tensor, output: torch.Tensor, gt: Optional[torch.Tensor],
+def comparison_image(lq: torch.Tensor, output: torch.Tensor, gt: torch.Tensor | None,
                      size: int = SAMPLE_CROP, gap: int = 2) -> torch.Tensor:  # fmt: skip
     """CHW float image in [0, 1]: bicubic | output | ground truth, central crop at output scale.
 

@@ -13,7 +13,7 @@ import logging
 import os
 import os.path as osp
 import re
-from typing import Any, Optional
+from typing import Any
 
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError
@@ -22,7 +22,7 @@ from .experiment_lock import LOCK_NAME, ExperimentLock
 logger = logging.getLogger(__name__)
 
 
-def load_resume_state(opt: dict) -> Optional[dict]:
+def load_resume_state(opt: dict) -> dict | None:
     """Find and load the training state to resume from (CPU-safe, skips unreadable files).
 
     With ``--auto_resume`` the newest ``<iter>.state`` whose state file *and*
@@ -57,7 +57,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
 _STATE_KEYS = {"epoch": int, "iter": int, "optimizers": list, "schedulers": list}
 
 
-def _state_problem(state: Any, expected_iter: Optional[int] = None) -> str:
+def _state_problem(state: Any, expected_iter: int | None = None) -> str:
     """Why ``state`` cannot be resumed from ('' if it can)."""
     if not isinstance(state, dict):
         return f"holds a {type(state).__name__}, not a dict"
@@ -71,7 +71,7 @@ def _state_problem(state: Any, expected_iter: Optional[int] = None) -> str:
     return ""
 
 
-def _newest_complete_state(state_dir: str, models_dir: str) -> Optional[tuple[str, dict]]:
+def _newest_complete_state(state_dir: str, models_dir: str) -> tuple[str, dict] | None:
     if not osp.isdir(state_dir):
         return None
     iters = sorted(
@@ -153,7 +153,7 @@ def make_exp_dirs(opt: dict) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def archive_contents(folder: str) -> Optional[str]:
+def archive_contents(folder: str) -> str | None:
     """Move everything in ``folder`` but the lock file into a new ``<folder>_archived_<time>``.
 
     Returns the archive's path, or None when there was nothing to move.

@@ -165,7 +165,7 @@ def run_parse(opt_file: Path, is_train: bool, cwd: Path) -> tuple[str, str]:
         return "accepted", ""
     except ConfigError as exc:
         return "refused", str(exc)
-    except Exception:  # noqa: BLE001 - what is counted here
+    except Exception:  # noqa: BLE001 (the sweep counts raw tracebacks)
         return "traceback", traceback.format_exc(limit=-3).strip().splitlines()[-1]
     finally:
         sys.argv = argv

@@ -18,7 +18,7 @@ data (authors' weights, Set5) is needed.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -206,7 +206,7 @@ def test_cca_gate_depends_on_both_mean_and_std() -> None:
     base = torch.randn(1, 16, 6, 6, dtype=torch.float64)
     base = (base - base.mean(dim=(2, 3), keepdim=True)) / base.std(dim=(2, 3), keepdim=True, correction=0)
     with torch.no_grad():
-        g = lambda x: layer(x) / x  # noqa: E731  (the gate, broadcast)
+        g = lambda x: layer(x) / x
         a = g(base * 1.0 + 2.0)  # std 1, mean 2: z = 3
         b = g(base * 2.0 + 1.0)  # std 2, mean 1: z = 3
         c = g(base * 1.0 + 1.0)  # mean changed only

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import imdn_plugin  # noqa: F401  (basicsr import shim)
-from imdn_plugin.data import div2k, imageio, lmdb as lmdb_io, resize
+from imdn_plugin.data import div2k, imageio, resize
+from imdn_plugin.data import lmdb as lmdb_io
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "scripts" / "prepare_div2k.py"
@@ -293,7 +294,7 @@ def test_killed_writer_leaves_only_a_temporary_that_a_rerun_removes(tmp_path: Pa
         lmdb_io.LmdbWriter.put_encoded = put
         div2k.prepare_div2k({str(root)!r}, scales=[2], crop_size={CROP}, step={STEP}, progress=False)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 3, proc.stderr
     leftovers = sorted(p.name for p in root.glob("*.lmdb*"))
     assert leftovers and all(".lmdb.tmp-" in name for name in leftovers), leftovers
@@ -325,7 +326,7 @@ def test_rerun_skips_complete_targets_and_refuses_foreign_ones(tmp_path: Path) -
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, str(CLI), *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(CLI), *args], cwd=cwd, capture_output=True, text=True, check=False,
                           timeout=120, env=env)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from imdn_plugin import machine
 from imdn_plugin.archs import IMDN, IMDN_AS

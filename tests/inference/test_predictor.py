@@ -1,11 +1,16 @@
 """build_predictor: option problems surface as one-line ConfigErrors."""
 from __future__ import annotations
 
-import pytest
+import logging
 
-from imdn_plugin.archs import IMDN
-from imdn_plugin.errors import ConfigError
+import pytest
+import torch
+from torch import nn
+
+from imdn_plugin.archs import IMDN, IMDN_AS
+from imdn_plugin.errors import ConfigError, NonFiniteError
 from imdn_plugin.inference import InferenceOptions, build_predictor
+from imdn_plugin.inference import predictor as predictor_mod
 
 
 def test_fp16_on_cpu_is_an_option_error() -> None:
@@ -16,14 +21,6 @@ def test_fp16_on_cpu_is_an_option_error() -> None:
 # --------------------------------------------------------------------------- output tensors, memory
 
 
-import logging  # noqa: E402
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from imdn_plugin.archs import IMDN_AS  # noqa: E402
-from imdn_plugin.errors import NonFiniteError  # noqa: E402
-from imdn_plugin.inference import predictor as predictor_mod  # noqa: E402
 
 OPTIONS = {
     "whole": InferenceOptions(),

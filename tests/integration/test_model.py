@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,8 +18,8 @@ from tests.helpers import banded, sensitive
 SMALL = {"num_feat": 16, "num_block": 1}
 
 
-def make_model(net_opt: dict, inference: Optional[dict] = None, path: Optional[dict] = None, device: Any = "cpu",
-               logger: Optional[dict] = None):
+def make_model(net_opt: dict, inference: dict | None = None, path: dict | None = None, device: Any = "cpu",
+               logger: dict | None = None):
     imdn_plugin.register()
     from basicsr.models import build_model
 
@@ -55,7 +55,7 @@ SIZES = [(n, n) for n in range(1, 65)] + [(1, 64), (64, 1), (2, 300), (300, 2), 
     ids=["IMDN_x3", "IMDN_AS"],
 )
 @pytest.mark.parametrize("inference", [None, {"tile": 48, "tile_overlap": 8}], ids=["auto", "tiled"])
-def test_every_size_comes_out_exact(net_opt: dict, scale: int, inference: Optional[dict], device) -> None:
+def test_every_size_comes_out_exact(net_opt: dict, scale: int, inference: dict | None, device) -> None:
     model = make_model(net_opt, inference, device=device)
     for h, w in SIZES:
         out = run(model, torch.rand(1, 3, h, w, device=device))
@@ -102,7 +102,7 @@ def test_loads_bare_and_params_files(tmp_path: Path) -> None:
     for name in ("bare.pth", "basicsr.pth"):
         torch.manual_seed(123)
         model = make_model({"type": "IMDN", "upscale": 2, **SMALL}, path={"pretrain_network_g": str(tmp_path / name)})
-        for a, b in zip(model.net_g.state_dict().values(), src.net_g.state_dict().values()):
+        for a, b in zip(model.net_g.state_dict().values(), src.net_g.state_dict().values(), strict=True):
             assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match="checkpoint is IMDN x2 .* but network_g is IMDN x4"):
         make_model({"type": "IMDN", "upscale": 4, **SMALL}, path={"pretrain_network_g": str(tmp_path / "bare.pth")})
@@ -132,7 +132,7 @@ def test_channels_last_training_step_matches_the_plain_step() -> None:
             m.feed_data(batch)
             m.optimize_parameters(it)
         assert abs(plain.log_dict["l_pix"] - fast.log_dict["l_pix"]) < 1e-5
-    for a, b in zip(plain.net_g.state_dict().values(), fast.net_g.state_dict().values()):
+    for a, b in zip(plain.net_g.state_dict().values(), fast.net_g.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 

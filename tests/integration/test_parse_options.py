@@ -10,8 +10,9 @@ import copy
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 import torch
@@ -50,7 +51,7 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def write(cwd: Path, base: dict, edit: Optional[Callable[[dict], Any]] = None, text: Optional[str] = None) -> str:
+def write(cwd: Path, base: dict, edit: Callable[[dict], Any] | None = None, text: str | None = None) -> str:
     if text is None:
         opt = copy.deepcopy(base)
         if edit is not None:
@@ -130,7 +131,7 @@ CASES = [
 
 @pytest.mark.parametrize("edit, text, extra, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_before_any_work(
-    cwd: Path, capsys: pytest.CaptureFixture, edit: Any, text: Optional[str], extra: list[str], expected: str
+    cwd: Path, capsys: pytest.CaptureFixture, edit: Any, text: str | None, extra: list[str], expected: str
 ) -> None:
     args = ["test", "-opt", write(cwd, TEST_OPT, edit, text)] if extra != ["--no-opt"] else ["test"]
     line = error_line(capsys, main([*args, *(e for e in extra if e != "--no-opt")]))

@@ -17,7 +17,6 @@ import torch
 from imdn_plugin.errors import ConfigError
 from imdn_plugin.integration.datasets import AnyScalePairedDataset
 
-
 # --------------------------------------------------------------------------- training crops
 
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -101,7 +100,7 @@ def write_opt(dir_: Path, data: Path, name: str, *, total_iter: int = 16, worker
     return path
 
 
-def train(cwd: Path, opt: Path, *extra: str, kill_tag: Optional[str] = None) -> subprocess.CompletedProcess:
+def train(cwd: Path, opt: Path, *extra: str, kill_tag: str | None = None) -> subprocess.CompletedProcess:
     if kill_tag:
         driver = cwd / "kill_driver.py"
         driver.write_text(KILL_DRIVER)
@@ -109,7 +108,7 @@ def train(cwd: Path, opt: Path, *extra: str, kill_tag: Optional[str] = None) -> 
     else:
         cmd = basicsr_cmd()
     env = {**ENV, "KILL_TAG": kill_tag or ""}
-    return subprocess.run([*cmd, "train", "-opt", str(opt), *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*cmd, "train", "-opt", str(opt), *extra], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600)
 
 
 def final_weights(cwd: Path, name: str) -> dict[str, torch.Tensor]:
@@ -188,7 +187,7 @@ def test_two_process_gloo_training_on_cpu(data_dir: Path, tmp_path: Path) -> Non
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     res = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node=2", "-m", "imdn_plugin", "train", "-opt", str(opt), "--launcher", "pytorch"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     log = "".join(p.read_text() for p in (tmp_path / "experiments" / "ddp").glob("train_ddp_*.log"))
