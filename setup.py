@@ -60,7 +60,7 @@ setup(
     ],
     extras_require={
         # the optional integrations are tested too (their tests skip, with the reason, without them)
-        "test": ["pytest", "onnx", "onnxruntime", "openvino", "spandrel>=0.4"],
+        "test": ["pytest", "onnx", "onnxruntime", "openvino", "spandrel>=0.4", "ruff==0.17.6"],
         # imdn_plugin.spandrel.install(): IMDN/IMDN_AS in spandrel (chaiNNer, traiNNer-redux, ...)
         "spandrel": ["spandrel>=0.4", "safetensors"],
         # basicsr export: onnxruntime checks every export against the torch forward
