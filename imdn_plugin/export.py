@@ -37,7 +37,7 @@ from torch import nn
 from .archs import NETWORKS, describe
 from .atomic import atomic_write
 from .errors import ConfigError, PluginError, WorkFailedError
-from .inference.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, module_to_onnx, ort_session
+from .inference.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, dynamo_to_onnx, module_to_onnx, ort_session
 from .machine import EXPORT_PRECISIONS as PRECISIONS
 from .version import __version__
 
@@ -126,21 +126,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _to_onnx(net: nn.Module, example: torch.Tensor, opset: int, exporter: str, size_multiple: int) -> bytes:
-    """Serialized ONNX model of ``net`` with dynamic batch / height / width."""
+    """Serialized ONNX model of ``net`` with dynamic batch / height / width (graphs: :mod:`.inference.onnx`)."""
     if exporter == "torchscript":
         return module_to_onnx(net, (example,), [INPUT_NAME], opset)
     _need_onnxscript()
-    from torch.export import Dim
-
-    if size_multiple > 1:
-        height, width = size_multiple * Dim("height_div"), size_multiple * Dim("width_div")
-    else:
-        height, width = Dim("height"), Dim("width")
-    program = torch.onnx.export(
-        net, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes={"x": {0: Dim("batch"), 2: height, 3: width}}, verbose=False,
-    )  # fmt: skip
-    return program.model_proto.SerializeToString()
+    return dynamo_to_onnx(net, example, opset, size_multiple)
 
 
 def _need_onnxscript() -> None:

@@ -6,7 +6,8 @@ check), by ``inference: backend`` / ``infer --backend``
 the same graph in the same session:
 
 * :func:`module_to_onnx`: a module as a serialized ONNX graph (torch's tracing
-  exporter, dynamic batch / height / width);
+  exporter, dynamic batch / height / width), and :func:`dynamo_to_onnx`, the same
+  by the torch.export-based exporter (``basicsr export --exporter dynamo``);
 * :func:`ort_session`: an ONNX Runtime CPU session (thread count);
 * :func:`ov_compile`: an OpenVINO CPU compiled model (thread count, the
   precision word's ``INFERENCE_PRECISION_HINT`` from
@@ -35,7 +36,7 @@ from ..errors import ConfigError
 from ..machine import OV_HINTS, OV_PRECISIONS
 
 __all__ = [
-    "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "RUNTIME_PACKAGES", "Graph", "module_to_onnx", "ort_session",
+    "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "RUNTIME_PACKAGES", "Graph", "dynamo_to_onnx", "module_to_onnx", "ort_session",
     "ov_compile", "ov_precision", "runtime_module",
 ]  # fmt: skip
 
@@ -82,6 +83,23 @@ def module_to_onnx(
             output_names=[OUTPUT_NAME], dynamic_axes={**{name: axes_in for name in input_names}, OUTPUT_NAME: axes_out},
         )  # fmt: skip
     return buf.getvalue()
+
+
+def dynamo_to_onnx(net: nn.Module, example: Tensor, opset: int, size_multiple: int = 1) -> bytes:
+    """Serialized ONNX graph of ``net`` (one input ``input``, output ``output``) by torch's
+    torch.export-based exporter (needs the ``onnxscript`` package): dynamic batch, and height and
+    width as multiples of ``size_multiple``."""
+    from torch.export import Dim
+
+    if size_multiple > 1:
+        height, width = size_multiple * Dim("height_div"), size_multiple * Dim("width_div")
+    else:
+        height, width = Dim("height"), Dim("width")
+    program = torch.onnx.export(
+        net, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_shapes={"x": {0: Dim("batch"), 2: height, 3: width}}, verbose=False,
+    )  # fmt: skip
+    return program.model_proto.SerializeToString()
 
 
 def _source(model: ModelSource) -> bytes | str:
