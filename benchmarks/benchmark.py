@@ -12,7 +12,8 @@ For every case it measures, side by side on the same machine and input:
     ``bf16-plan`` (the project's bf16 CPU plan, ``precision="bf16"``),
     ``ort-fp32`` / ``ort-bf16`` (ONNX Runtime, CPU) and ``ov-fp32`` /
     ``ov-bf16`` (OpenVINO, CPU, static input shape), on an ONNX export of the
-    same network (``torch.onnx.export``, dynamic N/H/W).  The ONNX Runtime and
+    same network with the graph and sessions of ``inference: backend``
+    (:mod:`imdn_plugin.inference.onnx`, dynamic N/H/W).  The ONNX Runtime and
     OpenVINO rows run when those packages are importable and are otherwise
     listed as skipped with the reason; they cover the whole-image cases.
 
@@ -54,10 +55,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,13 +66,14 @@ from torch import Tensor, nn
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.evaluation import set5_scores
 from imdn_plugin.inference.fast import make_fast_forward
-from imdn_plugin.machine import OV_HINTS, OV_PRECISIONS, PRECISIONS
+from imdn_plugin.inference.onnx import Graph, module_to_onnx
+from imdn_plugin.machine import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
 try:  # written in parallel with this script; the ACS / tile rows are skipped without it
-    from imdn_plugin.inference import cropping as _cropping  # noqa: E402
-    from imdn_plugin.inference import tiling as _tiling  # noqa: E402
+    from imdn_plugin.inference import cropping as _cropping
+    from imdn_plugin.inference import tiling as _tiling
 except ImportError as _exc:  # pragma: no cover - depends on the checkout
     _cropping = None
     _CROPPING_ERROR = f"{type(_exc).__name__}: {_exc}"
@@ -223,7 +224,7 @@ def weights_file(case: Case, weights_dir: Path) -> Path:
     return weights_dir / ("IMDN_AS.pth" if case.is_as else f"IMDN_x{case.scale}.pth")
 
 
-def load_state(path: Path) -> Optional[dict[str, Tensor]]:
+def load_state(path: Path) -> dict[str, Tensor] | None:
     if not path.is_file():
         return None
     sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -270,7 +271,7 @@ def ground_truth(h: int, w: int, reference: Path) -> tuple[Tensor, str]:
     """A natural-looking h×w RGB image in [0, 1] (Set5 'baby' mirrored, else synthetic)."""
     path = reference / "Set5" / "HR" / "baby.bmp"
     try:
-        import cv2  # noqa: PLC0415
+        import cv2
 
         arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if arr is None:
@@ -358,61 +359,18 @@ def _plugin_precision(fast: object) -> str:
     return precision
 
 
-def export_onnx(net: nn.Module, folder: Path, name: str) -> Path:
-    """The network as ONNX with dynamic N/H/W (TorchScript exporter; the dynamo one if that fails)."""
+def write_onnx(net: nn.Module, folder: Path, name: str) -> Path:
+    """The network as an ONNX file (the graph of ``--backend``: :func:`imdn_plugin.inference.onnx.module_to_onnx`,
+    dynamic N/H/W); a file, since the memory / timing probes run in subprocesses."""
     path = folder / f"{name}.onnx"
-    x = torch.rand(1, 3, 32, 32)
-    axes = {"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "oh", 3: "ow"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["lr"], output_names=["sr"],
-                              dynamic_axes=axes, opset_version=17)  # fmt: skip
-        except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter
-            h, w = torch.export.Dim("h", min=4, max=8192), torch.export.Dim("w", min=4, max=8192)
-            n = torch.export.Dim("n", min=1, max=64)
-            torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["lr"], output_names=["sr"],
-                              dynamic_shapes={"x": {0: n, 2: h, 3: w}})  # fmt: skip
+    with torch.no_grad():
+        path.write_bytes(module_to_onnx(net.float().cpu().eval(), (torch.rand(1, 3, 32, 32),), ["input"]))
     return path
-
-
-def _numpy_forward(call: Callable[[object], object]) -> Callable[[Tensor], Tensor]:
-    def run(x: Tensor) -> Tensor:
-        return torch.from_numpy(call(x.detach().float().contiguous().cpu().numpy()))
-
-    return run
-
-
-def ort_forward(onnx_file: Path, threads: int) -> Callable[[Tensor], Tensor]:
-    import onnxruntime as ort  # noqa: PLC0415
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return _numpy_forward(lambda a: session.run(None, {name: a})[0])
-
-
-def ov_forward(onnx_file: Path, hint: str, threads: int, shape: Optional[tuple[int, ...]]) -> tuple[Callable[[Tensor], Tensor], str]:
-    """OpenVINO CPU forward (static ``shape`` if given, else dynamic) and its effective inference precision."""
-    import openvino as ov  # noqa: PLC0415
-
-    core = ov.Core()
-    model = core.read_model(str(onnx_file))
-    if shape is not None:
-        model.reshape({model.inputs[0].get_any_name(): list(shape)})
-    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    compiled = core.compile_model(model, "CPU", config)
-    prop = compiled.get_property("INFERENCE_PRECISION_HINT")
-    effective = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)  # "f32", "bf16"
-    request = compiled.create_infer_request()
-    return _numpy_forward(lambda a: request.infer({0: a})[0].copy()), effective
 
 
 def build_variant(
     case: Case, variant: str, net: nn.Module, args: argparse.Namespace, device: torch.device,
-    shape: tuple[int, ...], onnx_file: Optional[Path],
+    shape: tuple[int, ...], onnx_file: Path | None,
 ) -> Built:  # fmt: skip
     """Build one timed row; raises :class:`Skip` with the reason where it cannot run here."""
     threads = torch.get_num_threads()
@@ -439,14 +397,14 @@ def build_variant(
         raise Skip(f"{backend} is not installed ({exc}); pip install {backend}") from None
     if onnx_file is None:
         raise Skip("no ONNX export (see the notes)")
+    # The sessions of ``--backend`` (imdn_plugin.inference.onnx.Graph), on the file written by write_onnx.
     if variant == "ort-fp32":
-        forward = ort_forward(onnx_file, threads)
+        forward = Graph("onnxruntime", onnx_file, "fp32", threads)
         return Built(forward, forward, "onnxruntime CPU", "fp32", time.perf_counter() - t0, True)
-    hint = OV_HINTS["fp32" if variant == "ov-fp32" else "bf16"]
-    run, effective = ov_forward(onnx_file, hint, threads, shape)
-    dynamic, _ = ov_forward(onnx_file, hint, threads, None)  # for Set5's varying sizes
-    label = OV_PRECISIONS.get(effective, effective)
-    wanted = "fp32" if hint == "f32" else hint
+    wanted = "fp32" if variant == "ov-fp32" else "bf16"
+    run = Graph("openvino", onnx_file, wanted, threads, shape)  # static input shape
+    dynamic = Graph("openvino", onnx_file, wanted, threads)  # for Set5's varying sizes
+    label = run.precision
     precision = label if label == wanted else f"{wanted} requested, ran {label} (OpenVINO has no {wanted} on this CPU)"
     return Built(run, dynamic, "openvino CPU (static shape)", precision, time.perf_counter() - t0, label == "fp32")
 
@@ -462,7 +420,7 @@ _TILED_VARIANTS = {
 
 def tiled_variant(case: Case, variant: str, net: nn.Module, args: argparse.Namespace, device: torch.device) -> Built:
     """A ``tiled-global`` row: :func:`build_predictor` with tiles (whole-image CCA statistics) on the variant's backend."""
-    from imdn_plugin.inference import InferenceOptions, build_predictor  # noqa: PLC0415
+    from imdn_plugin.inference import InferenceOptions, build_predictor
 
     if variant not in _TILED_VARIANTS:
         raise Skip("ONNX's Conv operator has no bfloat16 type (ONNX Runtime's CPU convolutions are fp32/fp16)")
@@ -482,7 +440,7 @@ def tiled_variant(case: Case, variant: str, net: nn.Module, args: argparse.Names
     if backend == "torch":  # what the predictor's forward computes in (the bf16 plan may be emulated)
         ran = _plugin_precision(make_fast_forward(net, precision=options.precision))
     else:
-        from imdn_plugin.inference.runtimes import runtime_forward  # noqa: PLC0415
+        from imdn_plugin.inference.runtimes import runtime_forward
 
         ran = runtime_forward(net, backend, options.precision).precision
         if ran != options.precision:
@@ -506,7 +464,7 @@ def build_paths(case: Case, args: argparse.Namespace, device: torch.device, x: T
             "net": net, "weights": source}  # fmt: skip
 
 
-def set5_psnr(forward: Callable[[Tensor], Tensor], case: Case, args: argparse.Namespace) -> Optional[float]:
+def set5_psnr(forward: Callable[[Tensor], Tensor], case: Case, args: argparse.Namespace) -> float | None:
     """Mean Set5 Y-PSNR of ``forward`` at the case's scale (IMDN with the authors' weights), else None."""
     set5 = args.reference / "Set5"
     if case.is_as or not (set5 / "LR_bicubic" / f"X{case.scale}").is_dir():
@@ -588,7 +546,7 @@ def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
 
 
 def count_gflop(run: Callable[[Tensor], Tensor], x: Tensor) -> float:
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         run(x)
@@ -598,7 +556,7 @@ def count_gflop(run: Callable[[Tensor], Tensor], x: Tensor) -> float:
 # =========================================================================== memory
 
 
-def _status_kib(field: str) -> Optional[int]:
+def _status_kib(field: str) -> int | None:
     """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or None."""
     try:
         with open("/proc/self/status") as f:
@@ -671,7 +629,7 @@ def probe_time(case: Case, path: str, args: argparse.Namespace) -> dict:
     return {"seconds": [t for t, _ in timed_calls], "shares": [q for _, q in timed_calls]}
 
 
-def probe_subprocess(kind: str, case: Case, path: str, args: argparse.Namespace, **extra: str) -> Optional[dict]:
+def probe_subprocess(kind: str, case: Case, path: str, args: argparse.Namespace, **extra: str) -> dict | None:
     """Run ``probe_<kind>`` for one case and path in a fresh interpreter; its result, or None."""
     cmd = [sys.executable, str(Path(__file__).resolve()), f"--probe-{kind}", case.name, path]
     cmd += ["--device", "cpu", "--precision", args.precision, "--weights-dir", str(args.weights_dir)]
@@ -689,7 +647,7 @@ def probe_subprocess(kind: str, case: Case, path: str, args: argparse.Namespace,
     env = dict(os.environ)
     if args.allocator == "no-trim":
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), NO_TRIM_TUNABLES]))
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=1800, env=env)  # failure: reported below
     for line in res.stdout.splitlines():
         if line.startswith("PROBE "):
             return json.loads(line[6:])
@@ -697,7 +655,7 @@ def probe_subprocess(kind: str, case: Case, path: str, args: argparse.Namespace,
     return None
 
 
-def memory_subprocess(case: Case, path: str, args: argparse.Namespace) -> Optional[float]:
+def memory_subprocess(case: Case, path: str, args: argparse.Namespace) -> float | None:
     result = probe_subprocess("memory", case, path, args)
     return None if result is None else result["peak_bytes"] / MiB
 
@@ -768,7 +726,7 @@ def machine_line(device: torch.device) -> str:
 
 def cpu_flags_line() -> str:
     """The CPU's SIMD / matrix flags that decide the fp32 and bf16 speed (``/proc/cpuinfo``)."""
-    from imdn_plugin.machine import amx_detected, cpu_flags, mkldnn_bf16_native  # noqa: PLC0415
+    from imdn_plugin.machine import amx_detected, cpu_flags, mkldnn_bf16_native
 
     flags = cpu_flags()
     if flags is None:
@@ -791,7 +749,7 @@ def allocator_line() -> str:
 
 def load_line(seconds: float = 1.0) -> str:
     """How busy the machine is right before the run (other processes disturb absolute times)."""
-    def snapshot() -> Optional[list[int]]:
+    def snapshot() -> list[int] | None:
         try:
             with open("/proc/stat") as f:
                 return [int(v) for v in f.readline().split()[1:9]]
@@ -817,14 +775,14 @@ def fmt_ms(v: list[float]) -> str:
     return f"{q2 * 1e3:.1f} [{q1 * 1e3:.1f}–{q3 * 1e3:.1f}]"
 
 
-def fmt_mib(v: Optional[float]) -> str:
+def fmt_mib(v: float | None) -> str:
     return "–" if v is None else f"{v:.0f}"
 
 
 # =========================================================================== main
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Time the project's fast IMDN forward against an independent plain NCHW fp32 reference "
         "and print a markdown table.",
@@ -927,12 +885,12 @@ def run_case(
     x, gt, image = make_inputs(case, hw, args.reference)
     x, gt = x.to(device), gt.to(device)
     notes: list[str] = []
-    onnx_dir: Optional[tempfile.TemporaryDirectory] = None
+    onnx_dir: tempfile.TemporaryDirectory | None = None
     if any(v.startswith(("ort", "ov")) for v in args.variants) and device.type == "cpu" and case.strategy == "whole":
         onnx_dir = tempfile.TemporaryDirectory(prefix="imdn-bench-")
         t0 = time.perf_counter()
         try:
-            args.onnx = export_onnx(build_networks(case, args.weights_dir)[1], Path(onnx_dir.name), case.name)
+            args.onnx = write_onnx(build_networks(case, args.weights_dir)[1], Path(onnx_dir.name), case.name)
             notes.append(f"{case.name}: ONNX export (dynamic N/H/W) in {time.perf_counter() - t0:.1f} s")
         except Exception as exc:  # noqa: BLE001 - reported, the ONNX rows are skipped
             args.onnx = None
@@ -964,7 +922,7 @@ def _run_case(
     border = case.out_scale if not case.is_as else 4
     psnr_ref = psnr(out_ref, gt, border)
     checks: dict[str, tuple[float, float]] = {}
-    set5: dict[str, Optional[float]] = {}
+    set5: dict[str, float | None] = {}
     for variant, b in built.items():
         t0 = time.perf_counter()
         out = b.run(x)
@@ -1005,16 +963,16 @@ def _run_case(
                 fn(x)
         sync(device)
         times, quiet = interleaved({k: (lambda fn=fn: fn(x)) for k, fn in runs.items()}, args.repeats, device)
-        ratios = {k: [r / f for r, f in zip(times["reference"], times[k])] for k in names}
+        ratios = {k: [r / f for r, f in zip(times["reference"], times[k], strict=True)] for k in names}
     if device.type == "cpu":
         for k in names:
-            quiet_ratios = [r for r, q in zip(ratios[k], quiet) if q]
+            quiet_ratios = [r for r, q in zip(ratios[k], quiet, strict=True) if q]
             notes.append(
                 f"{case.name} / {k}: {len(quiet_ratios)}/{len(ratios[k])} rounds had the CPU cores to themselves"
                 + (f" (speed-up over those: {statistics.median(quiet_ratios):.2f}×)" if quiet_ratios else "")
             )
 
-    mem: dict[str, Optional[float]] = {k: None for k in ["reference", *names]}
+    mem: dict[str, float | None] = {k: None for k in ["reference", *names]}
     if args.memory:
         for k in mem:
             if device.type == "cuda":
@@ -1047,7 +1005,7 @@ def _run_case(
     return rows, notes, all_ok
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,15 +23,13 @@ existing file unless ``overwrite=True``.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import nn
@@ -39,6 +37,7 @@ from torch import nn
 from .archs import NETWORKS, describe
 from .atomic import atomic_write
 from .errors import ConfigError, PluginError, WorkFailedError
+from .inference.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, dynamo_to_onnx, module_to_onnx, ort_session
 from .machine import EXPORT_PRECISIONS as PRECISIONS
 from .version import __version__
 
@@ -57,7 +56,6 @@ except ImportError:  # pragma: no cover
 #: present in torch 2.14).  ``dynamo``: the torch.export-based exporter (needs the
 #: ``onnxscript`` package; ~15 s per network on a 2-core CPU).
 EXPORTERS = ("torchscript", "dynamo")
-DEFAULT_OPSET = 17
 #: Opsets accepted per exporter (inclusive).
 OPSET_RANGE = {
     "torchscript": (11, int(getattr(_onnx_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))),
@@ -69,7 +67,6 @@ DEFAULT_OPSETS = {"torchscript": DEFAULT_OPSET, "dynamo": OPSET_RANGE["dynamo"][
 #: network's fp32 torch forward, images in [0, 1].  Measured with the authors'
 #: weights (README): fp32 ≤ 3e-6, fp16 ≤ 4.2e-3.
 TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2}
-INPUT_NAME, OUTPUT_NAME = "input", "output"
 #: Batch and input size of the onnxruntime check: sizes other than the traced
 #: example's (:data:`_EXAMPLE_SHAPE`), so a graph whose axes were not dynamic fails the check.
 CHECK_BATCH = 2
@@ -92,11 +89,11 @@ class ExportReport:
     num_bytes: int
     seconds: float
     #: Input shape of the onnxruntime check, ``None`` when not checked.
-    check_shape: Optional[tuple[int, int, int, int]]
-    max_abs_diff: Optional[float]
-    tolerance: Optional[float]
+    check_shape: tuple[int, int, int, int] | None
+    max_abs_diff: float | None
+    tolerance: float | None
     #: Why the model was not checked (``None`` when it was).
-    check_skipped: Optional[str]
+    check_skipped: str | None
 
     def __str__(self) -> str:
         if self.check_skipped is None:
@@ -128,44 +125,12 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:240]}" if text else type(exc).__name__
 
 
-def module_to_onnx(
-    module: nn.Module, examples: tuple[torch.Tensor, ...], input_names: list[str], opset: int = DEFAULT_OPSET
-) -> bytes:
-    """Serialized ONNX graph of ``module`` (torch's tracing exporter): inputs ``input_names``
-    (``N×C×H×W``, all with the same dynamic batch, height and width), one output ``output``
-    (dynamic batch / size).  Also used for the stage graphs of :mod:`.inference.runtimes`."""
-    buf = io.BytesIO()
-    axes_in = {0: "batch", 2: "height", 3: "width"}
-    axes_out = {0: "batch", 2: "out_height", 3: "out_width"}
-    with warnings.catch_warnings():
-        # Expected: the exporter's own deprecation notice, and IMDN_AS's Python-level
-        # size check (a constant in the trace; the graph does not check sizes).
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"imdn_plugin\.")
-        torch.onnx.export(
-            module, examples, buf, dynamo=False, opset_version=opset, input_names=input_names,
-            output_names=[OUTPUT_NAME], dynamic_axes={**{name: axes_in for name in input_names}, OUTPUT_NAME: axes_out},
-        )  # fmt: skip
-    return buf.getvalue()
-
-
 def _to_onnx(net: nn.Module, example: torch.Tensor, opset: int, exporter: str, size_multiple: int) -> bytes:
-    """Serialized ONNX model of ``net`` with dynamic batch / height / width."""
+    """Serialized ONNX model of ``net`` with dynamic batch / height / width (graphs: :mod:`.inference.onnx`)."""
     if exporter == "torchscript":
         return module_to_onnx(net, (example,), [INPUT_NAME], opset)
     _need_onnxscript()
-    from torch.export import Dim
-
-    if size_multiple > 1:
-        height, width = size_multiple * Dim("height_div"), size_multiple * Dim("width_div")
-    else:
-        height, width = Dim("height"), Dim("width")
-    program = torch.onnx.export(
-        net, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes={"x": {0: Dim("batch"), 2: height, 3: width}}, verbose=False,
-    )  # fmt: skip
-    return program.model_proto.SerializeToString()
+    return dynamo_to_onnx(net, example, opset, size_multiple)
 
 
 def _need_onnxscript() -> None:
@@ -218,17 +183,13 @@ def _run_check(
     data: bytes, reference: nn.Module, precision: str, size: tuple[int, int], in_ch: int
 ) -> tuple[tuple[int, int, int, int], float]:
     """Largest |onnxruntime(x) - fp32 torch forward(x)| on a random batch in [0, 1]."""
-    import onnxruntime as ort
-
     shape = (CHECK_BATCH, in_ch, *size)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     feed = x.half() if precision == "fp16" else x
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
     try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = ort_session(data)  # the session of ``--backend onnxruntime`` (runtime's default threads)
         (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed.numpy()})
-    except Exception as exc:  # onnxruntime's own exception classes (Fail, InvalidArgument, ...)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception classes (Fail, InvalidArgument, ...)
         raise WorkFailedError(
             f"export check: onnxruntime could not run the exported model on {shape}: {_first_line(exc)}; nothing written"
         ) from None
@@ -256,7 +217,7 @@ def export_onnx(
     path: PathLike,
     *,
     precision: str = "fp32",
-    opset: Optional[int] = None,
+    opset: int | None = None,
     check: bool = True,
     overwrite: bool = False,
     exporter: str = "torchscript",

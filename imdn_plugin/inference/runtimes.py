@@ -1,7 +1,8 @@
 """IMDN run by ONNX Runtime or OpenVINO instead of PyTorch (``inference: backend``, ``infer --backend``).
 
 :func:`runtime_forward` exports the network to ONNX in memory
-(:func:`imdn_plugin.export.module_to_onnx`, dynamic batch/height/width) and
+(:func:`.onnx.module_to_onnx`, dynamic batch/height/width), compiles it with
+:class:`.onnx.Graph` (the sessions of ``basicsr export`` and the benchmark too) and
 returns a :class:`RuntimeForward`: the same interface as
 :class:`.fast.FastForward`, so :func:`.predictor.build_predictor` drives it
 through the very same whole-image / ACS / tiling code.  For tiles with
@@ -22,73 +23,28 @@ without bf16 runs f32).  The packages are optional extras: ``pip install
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Optional
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..archs import IMDNBase
 from ..errors import ConfigError
-from ..machine import BACKENDS, OV_HINTS, OV_PRECISIONS, resolve_precision
+from ..machine import BACKENDS, resolve_precision
 from .global_tiling import ModuleStages
+from .onnx import RUNTIME_PACKAGES, Graph, module_to_onnx, runtime_module
 
 logger = logging.getLogger(__name__)
-
-#: Package to import and extra to install, per runtime backend.
-_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 
 
 def require(backend: str) -> Any:
     """The runtime's Python module, or a one-line :class:`ConfigError` saying how to install it."""
-    if backend not in _PACKAGES:
+    if backend not in RUNTIME_PACKAGES:
         raise ConfigError(f"inference:backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    package, extra = _PACKAGES[backend]
-    try:
-        importlib.import_module("onnx")  # the exporter's serialiser
-        return importlib.import_module(package)
-    except ImportError as exc:
-        raise ConfigError(
-            f"backend {backend}: the {exc.name or package} package is not installed: pip install onnx {package} "
-            f"(the plugin's [{extra}] extra)"
-        ) from None
-
-
-class _Graph:
-    """One ONNX graph compiled by one runtime; called with NCHW float32 CPU tensors."""
-
-    def __init__(self, backend: str, data: bytes, precision: str, threads: int) -> None:
-        self.backend = backend
-        runtime = require(backend)
-        if backend == "onnxruntime":
-            options = runtime.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.log_severity_level = 3
-            session = runtime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-            names = [i.name for i in session.get_inputs()]
-            self._run: Callable[[list[np.ndarray]], np.ndarray] = lambda arrays: session.run(
-                None, dict(zip(names, arrays))
-            )[0]
-            self.precision = "fp32"
-            return
-        core = runtime.Core()
-        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        if precision in OV_HINTS:
-            config["INFERENCE_PRECISION_HINT"] = OV_HINTS[precision]
-        compiled = core.compile_model(core.read_model(data), "CPU", config)
-        prop = compiled.get_property("INFERENCE_PRECISION_HINT")
-        ran = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
-        self.precision = OV_PRECISIONS.get(ran, ran)
-        request = compiled.create_infer_request()
-        self._run = lambda arrays: request.infer(dict(enumerate(arrays)))[0].copy()
-
-    def __call__(self, *inputs: Tensor) -> Tensor:
-        arrays = [t.detach().to("cpu", torch.float32).contiguous().numpy() for t in inputs]
-        return torch.from_numpy(self._run(arrays))
+    return runtime_module(backend)
 
 
 class _Stage(nn.Module):
@@ -98,7 +54,7 @@ class _Stage(nn.Module):
         super().__init__()
         self.stages, self.kind, self.block = ModuleStages(network), kind, block
 
-    def forward(self, x: Tensor, acc: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, acc: Tensor | None = None) -> Tensor:
         if self.kind == "fea_conv":
             return self.stages.fea_conv(x)
         if self.kind == "distill":
@@ -110,12 +66,12 @@ class _Stage(nn.Module):
 class RuntimeStages(ModuleStages):
     """:class:`.global_tiling.Stages` with the convolution-heavy stages in the runtime (graphs built on first use)."""
 
-    def __init__(self, network: IMDNBase, make: Callable[[_Stage, int], _Graph]) -> None:
+    def __init__(self, network: IMDNBase, make: Callable[[_Stage, int], Graph]) -> None:
         super().__init__(network)
         self._make = make
-        self._graphs: dict[tuple[str, int], _Graph] = {}
+        self._graphs: dict[tuple[str, int], Graph] = {}
 
-    def _graph(self, kind: str, block: int, inputs: int) -> _Graph:
+    def _graph(self, kind: str, block: int, inputs: int) -> Graph:
         if (kind, block) not in self._graphs:
             self._graphs[(kind, block)] = self._make(_Stage(self.network, kind, block), inputs)
         return self._graphs[(kind, block)]
@@ -156,19 +112,17 @@ class RuntimeForward:
         self.multiple = self.module.size_multiple
         self._whole = self._compile(self.module, [torch.rand(1, self.in_ch, 4 * self.multiple, 4 * self.multiple)])
         self.precision = self._whole.precision
-        self._stages: Optional[RuntimeStages] = None
+        self._stages: RuntimeStages | None = None
         how = "" if precision in ("fp32", self.precision) else f" ({precision} requested)"
         logger.info("backend %s: %s runs in %s%s", backend, type(network).__name__, self.precision, how)
 
-    def _compile(self, module: nn.Module, examples: list[Tensor]) -> _Graph:
-        from ..export import module_to_onnx
-
+    def _compile(self, module: nn.Module, examples: list[Tensor]) -> Graph:
         names = ["input", "acc"][: len(examples)]
         with torch.no_grad():
             data = module_to_onnx(module, tuple(examples), names)
-        return _Graph(self.backend, data, self._hint, self.threads)
+        return Graph(self.backend, data, self._hint, self.threads)
 
-    def _stage_graph(self, stage: _Stage, inputs: int) -> _Graph:
+    def _stage_graph(self, stage: _Stage, inputs: int) -> Graph:
         nf = self.module.LR_conv.out_channels
         if stage.kind == "fea_conv":
             side = 8 * self.multiple

@@ -132,3 +132,30 @@ def test_variants_that_cannot_run_are_skipped_with_a_reason(bench: ModuleType, m
     built = bench.build_variant(x4, "bf16-plan", net, args, cpu, (1, 3, 8, 8), None)
     assert built.path == "fused-cpu-bf16" and built.precision.startswith("bf16") and not built.fp32
     assert bench.build_variant(x4, "fast", net, args, cpu, (1, 3, 8, 8), None).precision == "fp32"
+
+
+def test_onnx_rows_run_the_sessions_of_backend(bench: ModuleType, tmp_path: Path) -> None:
+    """The ONNX Runtime / OpenVINO rows time :class:`imdn_plugin.inference.onnx.Graph` (the sessions of
+    ``--backend``) on the graph of :func:`~imdn_plugin.inference.onnx.module_to_onnx`; OpenVINO's timed
+    row has the static input shape, its Set5 forward the dynamic one."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from imdn_plugin.inference.onnx import Graph
+
+    args = bench.parse_args(["--cases", "x2", "--quick"])
+    torch.manual_seed(0)
+    net = IMDN(upscale=2, num_feat=16, num_block=1).eval()
+    onnx_file = bench.write_onnx(net, tmp_path, "x2")
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        expected = net(x)
+    case, cpu = bench.CASES["x2"], torch.device("cpu")
+    ort_row = bench.build_variant(case, "ort-fp32", net, args, cpu, tuple(x.shape), onnx_file)
+    ov_row = bench.build_variant(case, "ov-fp32", net, args, cpu, tuple(x.shape), onnx_file)
+    assert isinstance(ort_row.forward, Graph) and ort_row.forward.backend == "onnxruntime"
+    assert isinstance(ov_row.run, Graph) and isinstance(ov_row.forward, Graph) and ov_row.precision == "fp32"
+    for forward in (ort_row.forward, ov_row.run, ov_row.forward):
+        assert (forward(x) - expected).abs().max().item() <= 1e-5
+    with pytest.raises(Exception):  # noqa: B017 - OpenVINO's own error class: the timed row's shape is static
+        ov_row.run(torch.rand(1, 3, 8, 8))
+    assert (ov_row.forward(torch.rand(1, 3, 8, 8)).shape) == (1, 3, 16, 16)

@@ -272,7 +272,9 @@ def test_openvino_gets_the_precision_hint_and_reports_what_ran(monkeypatch, prec
 
     fake = FakeOpenVINO()
     fake.Core = Core  # type: ignore[attr-defined]
-    monkeypatch.setattr(runtimes, "require", lambda backend: fake)
+    from imdn_plugin.inference import onnx as onnx_sessions  # the one builder of every OpenVINO model
+
+    monkeypatch.setattr(onnx_sessions, "runtime_module", lambda backend: fake)
     torch.manual_seed(0)
     net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
     forward = runtimes.runtime_forward(net, "openvino", precision)

@@ -16,6 +16,7 @@ from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.cli.infer import main as infer_main
 from imdn_plugin.errors import ConfigError
 from imdn_plugin.inference import InferenceOptions, build_predictor, runtimes
+from imdn_plugin.inference import onnx as onnx_sessions
 from imdn_plugin.inference.runtimes import RuntimeStages, runtime_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs (tests/conftest.py)
@@ -69,7 +70,7 @@ def test_global_tiles_run_their_stages_in_the_runtime(backend: str) -> None:
 
 
 def test_missing_runtime_is_one_line_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = runtimes.importlib.import_module
+    real = onnx_sessions.importlib.import_module  # the one module that imports the runtimes
 
     def fake(name: str, *a: object) -> object:
         if name == "openvino":
@@ -78,7 +79,7 @@ def test_missing_runtime_is_one_line_with_the_install_command(monkeypatch: pytes
             return object()
         return real(name, *a)
 
-    monkeypatch.setattr(runtimes.importlib, "import_module", fake)
+    monkeypatch.setattr(onnx_sessions.importlib, "import_module", fake)
     net = IMDN(num_feat=16, num_block=1, upscale=2).eval()
     with pytest.raises(ConfigError) as info:
         build_predictor(net, InferenceOptions(backend="openvino"))

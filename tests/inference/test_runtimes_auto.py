@@ -21,7 +21,7 @@ class _FakeGraph:
 def test_openvino_auto_is_the_torch_backends_auto(amx: str, want: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
     monkeypatch.setenv("IMDN_ASSUME_AMX", amx)
-    monkeypatch.setattr(runtimes, "_Graph", _FakeGraph)
+    monkeypatch.setattr(runtimes, "Graph", _FakeGraph)
     _FakeGraph.hints.clear()
     torch.manual_seed(0)
     fwd = runtimes.RuntimeForward(IMDN(num_feat=16, num_block=1, upscale=2), "openvino", "auto")
@@ -31,7 +31,7 @@ def test_openvino_auto_is_the_torch_backends_auto(amx: str, want: str, monkeypat
 def test_onnxruntime_auto_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("IMDN_ASSUME_AMX", "1")
-    monkeypatch.setattr(runtimes, "_Graph", _FakeGraph)
+    monkeypatch.setattr(runtimes, "Graph", _FakeGraph)
     _FakeGraph.hints.clear()
     runtimes.RuntimeForward(IMDN(num_feat=16, num_block=1, upscale=2), "onnxruntime", "auto")
     assert _FakeGraph.hints == ["fp32"]
