@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from imdn_plugin import machine
 from imdn_plugin.archs import IMDN, IMDN_AS
 from imdn_plugin.inference import fused_cpu
 from imdn_plugin.inference.cropping import acs_forward, acs_patch_size, pad_forward
-from imdn_plugin.inference.fast import resolve_precision
 from imdn_plugin.inference.global_tiling import global_tiled_forward
 from imdn_plugin.inference.tiling import tiled_forward
+from imdn_plugin.machine import resolve_precision
 from tests.helpers import sensitive
 from tests.inference.test_cropping import Recorder, _conv_stack, acs_reference
 
@@ -165,7 +166,7 @@ def test_tiled_run_leaves_its_temporary_folder_as_it_found_it(tmp_path: Path) ->
 def _fake_cpu(monkeypatch: pytest.MonkeyPatch, flags: str | None, bf16_native: bool, fusion: bool,
               cpuid_amx: bool = False) -> None:  # fmt: skip
     """``/proc/cpuinfo`` listing ``flags`` (None: no /proc, PyTorch's CPUID probe answers ``cpuid_amx``)."""
-    monkeypatch.delenv(fused_cpu.ASSUME_AMX_ENV, raising=False)
+    monkeypatch.delenv(machine.ASSUME_AMX_ENV, raising=False)
     real_open = open
 
     def fake_open(path, *args, **kwargs):
@@ -175,8 +176,8 @@ def _fake_cpu(monkeypatch: pytest.MonkeyPatch, flags: str | None, bf16_native: b
             return io.StringIO(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 {flags}\n\n")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(fused_cpu, "open", fake_open, raising=False)
-    monkeypatch.setattr(fused_cpu, "mkldnn_bf16_native", lambda: bf16_native)
+    monkeypatch.setattr(machine, "open", fake_open, raising=False)
+    monkeypatch.setattr(machine, "mkldnn_bf16_native", lambda: bf16_native)
     monkeypatch.setattr(fused_cpu, "mkldnn_fusion_available", lambda: fusion)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: cpuid_amx, raising=False)
 
@@ -196,23 +197,26 @@ def _fake_cpu(monkeypatch: pytest.MonkeyPatch, flags: str | None, bf16_native: b
 )
 def test_auto_precision_from_the_cpu_flags(monkeypatch, flags, bf16_native: bool, fusion: bool, amx: bool, why: str) -> None:
     _fake_cpu(monkeypatch, flags, bf16_native, fusion, cpuid_amx=True)
-    got, reason = fused_cpu.amx_detected()
+    got, reason = machine.amx_detected()
     assert got is amx and why in reason, reason
     precision, reason = resolve_precision("auto", torch.device("cpu"))
     assert precision == ("bf16" if amx else "fp32") and why in reason
     assert resolve_precision("fp32", torch.device("cpu"))[0] == "fp32"
     assert resolve_precision("bf16", torch.device("cpu"))[0] == "bf16"  # asked for: no detection
+    monkeypatch.setattr(machine, "cuda_half_fast", lambda device: False)  # no fp16 tensor cores
     assert resolve_precision("auto", torch.device("cuda"))[0] == "fp32"
+    monkeypatch.setattr(machine, "cuda_half_fast", lambda device: True)
+    assert resolve_precision("auto", torch.device("cuda"))[0] == "fp16"
 
 
 def test_amx_override_beats_the_flags(monkeypatch) -> None:
     _fake_cpu(monkeypatch, "avx2", bf16_native=False, fusion=True)
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, "1")
-    assert fused_cpu.amx_detected()[0] is True
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, "0")
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, "1")
+    assert machine.amx_detected()[0] is True
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, "0")
     _fake_cpu(monkeypatch, "amx_bf16 amx_tile", bf16_native=True, fusion=True)
-    monkeypatch.setenv(fused_cpu.ASSUME_AMX_ENV, "0")
-    assert fused_cpu.amx_detected()[0] is False
+    monkeypatch.setenv(machine.ASSUME_AMX_ENV, "0")
+    assert machine.amx_detected()[0] is False
 
 
 # --------------------------------------------------------------------------- OpenVINO precision hints
