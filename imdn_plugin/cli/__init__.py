@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import PluginError
-from . import export, infer, info, pipeline
+from . import pipeline
 from .allocator import keep_freed_memory
 from .common import load_plugins, one_line, plugin_names, sigterm_as_interrupt
 
@@ -78,10 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command == "train":
             _run_pipeline(command, rest)
         elif command == "infer":
+            from . import infer  # each command imports only its own module
+
             return infer.main(rest)
         elif command == "export":
+            from . import export  # each command imports only its own module
+
             return export.main(rest)
         elif command == "info":
+            from . import info  # each command imports only its own module
+
             return info.main(rest)
         else:
             print(f"basicsr: error: unknown command '{command}' (train, test, infer, export, info)", file=sys.stderr)
