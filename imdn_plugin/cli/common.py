@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, NoReturn
@@ -92,10 +92,6 @@ class OneLineParser(argparse.ArgumentParser):
         if callable(self.epilog):
             self.epilog = self.epilog()
         return super().format_help()
-
-
-#: A help text made when shown (see :class:`OneLineParser`).
-LazyText = Callable[[], str]
 
 
 def one_line(exc: BaseException) -> str:

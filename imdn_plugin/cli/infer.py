@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..data import imageio
 from ..errors import ConfigError, PluginError
-from ..machine import PRECISIONS
+from ..machine import PRECISIONS, default_device
 from ..options.fields import OptionError, show
 from ..options.inference import MODES, TILE_STATS, InferenceOptions
 from .common import Deferred, OneLineParser, sigterm_as_interrupt
@@ -433,7 +433,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ..machine import default_device
     from ..upscaler import DEFAULT_ALPHA, Upscaler, check_output_options
 
     if args.alpha is None:

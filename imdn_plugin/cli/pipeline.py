@@ -3,7 +3,7 @@
 The flags are BasicSR's own (``basicsr/utils/options.py``: ``-opt``, ``--launcher``,
 ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``).  BasicSR's pipeline parses
 them again from ``sys.argv`` (:func:`imdn_plugin.integration.parse._arguments`), after the
-plugins are loaded; this parser answers a usage error first, in a fraction of a second.
+plugins are loaded; this parser answers a usage error first, before any heavy import.
 """
 from __future__ import annotations
 
