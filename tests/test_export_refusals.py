@@ -55,10 +55,10 @@ def test_unwritable_folder_refused_before_exporting(tmp_path: Path, monkeypatch,
     exported, loaded = [], []
     real = export._to_onnx
     monkeypatch.setattr(export, "_to_onnx", lambda *a: exported.append(1) or real(*a))
-    import imdn_plugin.cli.export as cli_export
+    import imdn_plugin.checkpoint as checkpoint  # the command imports load_network when it runs
 
-    real_load = cli_export.load_network
-    monkeypatch.setattr(cli_export, "load_network", lambda *a, **k: loaded.append(1) or real_load(*a, **k))
+    real_load = checkpoint.load_network
+    monkeypatch.setattr(checkpoint, "load_network", lambda *a, **k: loaded.append(1) or real_load(*a, **k))
     rc, err = _cli(["--weights", str(weights), "-o", str(out)], monkeypatch, capsys)
     assert rc == 2 and exported == [] and loaded == [], err  # before the checkpoint is even read
     assert err.strip() == f"basicsr: error: {out}: cannot be written (Permission denied); nothing was exported"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from ..machine import MALLOC_ENV, env
 
@@ -33,7 +33,7 @@ _TRIM_THRESHOLD = 2**31 - 1  # never give the top of the heap back
 _MMAP_THRESHOLDS = (2**30, 32 * 2**20)  # large blocks from the heap; 32 MiB is glibc's cap on older versions
 
 
-def _user_choice(environ: Mapping[str, str], setting: str | None = None) -> Optional[str]:
+def _user_choice(environ: Mapping[str, str], setting: str | None = None) -> str | None:
     """Why to leave malloc alone (``setting``: the value of ``IMDN_MALLOC``, default: ``environ``'s), or None."""
     setting = environ.get(MALLOC_ENV, "").strip() if setting is None else setting
     if setting.lower() in ("default", "0", "off", "no", "false"):
@@ -48,7 +48,7 @@ def _user_choice(environ: Mapping[str, str], setting: str | None = None) -> Opti
     return None
 
 
-def keep_freed_memory(environ: Optional[Mapping[str, str]] = None) -> bool:
+def keep_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
     """Make glibc keep freed memory in this process; True if it was applied.
 
     Does nothing (returns False) on a C library other than glibc, or when the

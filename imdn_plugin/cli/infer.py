@@ -20,28 +20,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
-
-import torch
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from typing import TYPE_CHECKING
 
 from ..data import imageio
 from ..errors import ConfigError, PluginError
-from ..inference.predictor import InferenceOptions
-from ..inference.runtimes import BACKENDS
 from ..machine import PRECISIONS, default_device
 from ..options.fields import OptionError, show
-from ..upscaler import ALPHA_MODES, DEFAULT_ALPHA, Upscaler, check_output_options
-from . import OneLineParser
+from ..options.inference import MODES, TILE_STATS, InferenceOptions
+from .common import Deferred, OneLineParser, sigterm_as_interrupt
+
+if TYPE_CHECKING:  # torch loads after the arguments are parsed and checked
+    from ..upscaler import Upscaler
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +81,14 @@ before any work (nothing written), 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 
+def _alpha_help() -> str:
+    from ..upscaler import DEFAULT_ALPHA
+
+    return f"how an alpha channel is upscaled: network (as a gray image) or bicubic (default {DEFAULT_ALPHA})"
+
+
 def build_parser() -> OneLineParser:
+    """The flags; choices whose home imports torch (backends, alpha modes) are read only when given."""
     p = OneLineParser(
         prog="basicsr infer", description=__doc__.split("\n\n")[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,17 +97,17 @@ def build_parser() -> OneLineParser:
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed; not a file)")
     p.add_argument("--weights", required=True, help="checkpoint: BasicSR params/params_ema file or bare state dict")
     p.add_argument("--scale", type=float, default=None, help="IMDN_AS: any factor >= 1 (default 1); IMDN, IMDN_RTC, IMDN_RTE: must match")
-    p.add_argument("--mode", default="auto", choices=("auto", "whole", "acs", "tile"),
+    p.add_argument("--mode", default="auto", choices=MODES,
                    help="auto (default): tiles with --tile or when the image would not fit in memory, else ACS for "
                         "IMDN_AS and the whole image for IMDN; whole: one pass (IMDN_AS padded; what tiles reproduce)")  # fmt: skip
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels for bounded memory (default: off)")
     p.add_argument("--tile-overlap", type=int, default=InferenceOptions.tile_overlap, help="context pixels per tile (--tile-stats local)")
-    p.add_argument("--tile-stats", default="global", choices=("global", "local"),
+    p.add_argument("--tile-stats", default="global", choices=TILE_STATS,
                    help="CCA statistics of tiles: global = the whole-image result (default), local = per tile")  # fmt: skip
     p.add_argument("--acs-padding", type=int, default=InferenceOptions.acs_padding, help="ACS padding 4k (IMDN_AS)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: $IMDN_DEVICE, else cuda when available; "
                    "the onnxruntime and openvino backends run on the cpu)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS,
+    p.add_argument("--backend", default="torch", choices=Deferred("imdn_plugin.inference.runtimes", "BACKENDS"),
                    help="torch (default), or the network exported to ONNX and run by onnxruntime or openvino (CPU; "
                         "pip install \".[onnx]\" / \".[openvino]\" in the source tree)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -116,8 +118,7 @@ def build_parser() -> OneLineParser:
                    help=f"jpg / webp quality 1-100 (default {imageio.DEFAULT_QUALITY['jpg']})")  # fmt: skip
     p.add_argument("--outscale", type=float, default=None,
                    help="final scale: IMDN's output resized to it (MATLAB bicubic); IMDN_AS runs at it (= --scale)")  # fmt: skip
-    p.add_argument("--alpha", default=DEFAULT_ALPHA, choices=ALPHA_MODES,
-                   help=f"how an alpha channel is upscaled: network (as a gray image) or bicubic (default {DEFAULT_ALPHA})")  # fmt: skip
+    p.add_argument("--alpha", default=None, choices=Deferred("imdn_plugin.upscaler", "ALPHA_MODES"), help=_alpha_help)
     p.add_argument("--param-key", default=None,
                    help="group inside BasicSR files (params, params_ema); default: params, else params_ema, else a "
                         "bare state dict. A key given must be in the file")  # fmt: skip
@@ -135,7 +136,7 @@ def build_parser() -> OneLineParser:
 
 
 # --------------------------------------------------------------------------- inputs
-def _same(a: Path, b: Optional[Path]) -> bool:
+def _same(a: Path, b: Path | None) -> bool:
     return b is not None and os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve()))
 
 
@@ -179,7 +180,7 @@ def _scan_folder(here: Path, names: Iterable[str], skipped: list[Skipped]) -> li
 
 
 def list_inputs(
-    path: Path, recursive: bool = False, exclude: Optional[Path] = None, skipped: Optional[list[Skipped]] = None
+    path: Path, recursive: bool = False, exclude: Path | None = None, skipped: list[Skipped] | None = None
 ) -> list[Path]:
     """Image files of ``path`` (a file, or a folder: its images; with ``recursive``, those of
     its whole tree, without following links to folders and without the ``exclude`` folder).
@@ -214,7 +215,7 @@ def list_inputs(
     return found
 
 
-def subfolders(path: Path, exclude: Optional[Path] = None) -> list[Path]:
+def subfolders(path: Path, exclude: Path | None = None) -> list[Path]:
     """Folders directly inside ``path`` (not the ``exclude`` one)."""
     return sorted(p for p in path.iterdir() if p.is_dir() and not _same(p, exclude))
 
@@ -246,7 +247,7 @@ class Plan:
     skipped: list[Job] = field(default_factory=list)
 
 
-def output_path(src: Path, root: Optional[Path], out_dir: Path, suffix: str, fmt: str = "png") -> Path:
+def output_path(src: Path, root: Path | None, out_dir: Path, suffix: str, fmt: str = "png") -> Path:
     """``out_dir/<path of src under root>/<stem><suffix>.<ext>`` (``root`` None: a single file;
     ``ext`` of ``fmt``, :func:`~.data.imageio.output_format`)."""
     rel = src.relative_to(root) if root is not None else Path(src.name)
@@ -260,7 +261,7 @@ def _listing(items: Sequence[str], first: int = 3) -> str:
 
 def plan_outputs(
     inputs: Sequence[Path],
-    root: Optional[Path],
+    root: Path | None,
     out_dir: Path,
     suffix: str = "",
     *,
@@ -289,7 +290,7 @@ def plan_outputs(
     def key(p: Path) -> str:
         return os.path.normcase(str(p.resolve()))
 
-    def file_id(p: Path) -> Optional[tuple[int, int]]:
+    def file_id(p: Path) -> tuple[int, int] | None:
         try:
             st = p.stat()
         except OSError:
@@ -383,7 +384,7 @@ def in_flag_terms(exc: ConfigError) -> ConfigError:
     return ConfigError(f"{flag}: {allowed}, got {show(exc.value)}")
 
 
-def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> Optional[str]:
+def process(upscaler: Upscaler, job: Job, overwrite: bool = False) -> str | None:
     """Upscale one file and write its PNG; ``None`` when the output is on disk, else why not."""
     try:
         upscaler.write_file(job.src, job.dst, overwrite=overwrite)
@@ -426,27 +427,16 @@ def _print_skipped(skipped: Sequence[Skipped]) -> None:
         print(f"  ... and {len(ignored) - _SHOWN_SKIPPED} more", file=sys.stderr)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, ``docker stop``) unwinds like Ctrl-C: the image being written
-    leaves no temporary file, and the summary says what is on disk."""
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors: before torch loads
+    import torch
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    from ..upscaler import DEFAULT_ALPHA, Upscaler, check_output_options
 
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    if args.alpha is None:
+        args.alpha = DEFAULT_ALPHA
     progress = not args.quiet and sys.stderr.isatty()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s: %(message)s")  # fmt: skip
@@ -513,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     written, failed = 0, list(unreadable)
     try:
-        with _sigterm_as_interrupt(), logging_redirect_tqdm(), tqdm(
+        with sigterm_as_interrupt(), logging_redirect_tqdm(), tqdm(
             plan.jobs, desc="images", unit="image", disable=not progress
         ) as bar:
             for job in bar:

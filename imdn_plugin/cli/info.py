@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from . import OneLineParser
+from .common import OneLineParser
 
 if TYPE_CHECKING:  # torch is imported after the arguments are parsed
     from torch import nn
@@ -53,7 +53,7 @@ def network_by_name(name: str, scale: int | None) -> nn.Module:
 
     cls = NETWORKS.get(name)
     if cls is None:
-        from . import load_plugins
+        from .common import load_plugins
 
         load_plugins()
         from basicsr.utils.registry import ARCH_REGISTRY

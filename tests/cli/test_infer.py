@@ -112,7 +112,7 @@ def test_scale_mismatch_for_imdn_is_a_clear_error(weights: dict[str, Path], tmp_
     exe = Path(sys.executable).with_name("basicsr")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "imdn_plugin"]
     res = subprocess.run([*cmd, "infer", "-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights["x3"]), "--scale", "2"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert res.returncode == 2
     assert "basicsr: error: --scale 2:" in res.stderr and "IMDN x3" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists()
@@ -564,7 +564,7 @@ def test_sigterm_while_writing_leaves_no_temporary(x2: Path, tmp_path: Path) -> 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", SIGTERM_CHILD, "-i", str(d), "-o", str(out), "--weights", str(x2), "-q"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     err = proc.stderr
     assert proc.returncode == 130 and "(interrupted)" in err, (proc.returncode, err[-2000:])
     assert summary_counts(err)["written"] == 1 and summary_counts(err).get("failed", 0) == 0, err

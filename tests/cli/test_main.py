@@ -15,7 +15,7 @@ BASICSR = Path(sys.executable).with_name("basicsr")
 
 def run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     cmd = [str(BASICSR)] if BASICSR.exists() else [sys.executable, "-m", "imdn_plugin"]
-    return subprocess.run(cmd + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def set5_overrides(reference: Path, scale: int) -> list[str]:
@@ -37,7 +37,7 @@ def test_help_lists_this_plugin(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_module_entry_point_is_the_same_command(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "imdn_plugin", "nonsense"], cwd=tmp_path, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "imdn_plugin", "nonsense"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "unknown command 'nonsense'" in res.stderr
 
 
