@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..data import imageio
 from ..errors import ConfigError, PluginError
-from ..machine import PRECISIONS, default_device
+from ..machine import BACKENDS, PRECISIONS, default_device
 from ..options.fields import OptionError, show
 from ..options.inference import MODES, TILE_STATS, InferenceOptions
 from .common import Deferred, OneLineParser, sigterm_as_interrupt
@@ -107,7 +107,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--acs-padding", type=int, default=InferenceOptions.acs_padding, help="ACS padding 4k (IMDN_AS)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: $IMDN_DEVICE, else cuda when available; "
                    "the onnxruntime and openvino backends run on the cpu)")
-    p.add_argument("--backend", default="torch", choices=Deferred("imdn_plugin.inference.runtimes", "BACKENDS"),
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch (default), or the network exported to ONNX and run by onnxruntime or openvino (CPU; "
                         "pip install \".[onnx]\" / \".[openvino]\" in the source tree)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
