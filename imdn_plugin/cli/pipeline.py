@@ -1,9 +1,8 @@
 """``basicsr train`` / ``basicsr test``: their flags and option file checked before torch or BasicSR load.
 
-The flags are BasicSR's own (``basicsr/utils/options.py``: ``-opt``, ``--launcher``,
-``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``).  BasicSR's pipeline parses
-them again from ``sys.argv`` (:func:`imdn_plugin.integration.parse._arguments`), after the
-plugins are loaded; this parser answers a usage error first, before any heavy import.
+The flags are BasicSR's own, defined once in :mod:`imdn_plugin.options.flags`; BasicSR's
+pipeline parses them again from ``sys.argv`` after the plugins are loaded; this parser
+answers a usage error first, before any heavy import.
 """
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import ConfigError
+from ..options.flags import add_pipeline_arguments
 from .common import OneLineParser
-
-LAUNCHERS = ("none", "pytorch", "slurm")
 
 
 class PipelineParser(OneLineParser):
@@ -28,14 +26,7 @@ def build_parser(command: str) -> PipelineParser:
     """BasicSR's flags of ``basicsr train`` / ``basicsr test``."""
     p = PipelineParser(prog=f"basicsr {command}", description=f"BasicSR's {command} pipeline with every installed plugin; "
                       "outputs go under the current directory (experiments/, results/, tb_logger/).")  # fmt: skip
-    p.add_argument("-opt", type=str, required=True, help="the option file (YAML)")
-    p.add_argument("--launcher", choices=LAUNCHERS, default="none", help="job launcher")
-    p.add_argument("--auto_resume", action="store_true", help="resume from the run's latest training state")
-    p.add_argument("--debug", action="store_true", help="BasicSR's debug mode (name prefixed debug_, short intervals)")
-    p.add_argument("--local_rank", type=int, default=0, help="set by the distributed launcher")
-    p.add_argument("--force_yml", nargs="+", default=None, metavar="KEY:PATH=VALUE",
-                   help="replace option values, e.g. train:ema_decay=0.999 (values are YAML data)")  # fmt: skip
-    return p
+    return add_pipeline_arguments(p)
 
 
 def check_option_file(path: str) -> None:

@@ -27,6 +27,7 @@ import random
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import ConfigError
+from ..options.flags import add_pipeline_arguments
 from .registries import BASICSR
 
 if TYPE_CHECKING:
@@ -42,17 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _arguments() -> argparse.Namespace:
     """BasicSR's flags, parsed from ``sys.argv`` as BasicSR does."""
-    parser = _Parser()
-    parser.add_argument("-opt", type=str, required=True, help="Path to option YAML file.")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
-    parser.add_argument("--auto_resume", action="store_true")
-    parser.add_argument("--debug", action="store_true")
-    parser.add_argument("--local_rank", type=int, default=0)
-    parser.add_argument(
-        "--force_yml", nargs="+", default=None,
-        help="Replace option values, e.g. train:ema_decay=0.999 (values are YAML data).",
-    )  # fmt: skip
-    return parser.parse_args()
+    return add_pipeline_arguments(_Parser()).parse_args()
 
 
 
