@@ -92,7 +92,9 @@ def axis_spans(size: int, tile: int, overlap: int, multiple: int) -> tuple[int, 
         spans.append(Span(start, core0, core1))
         core0 = core1
         # Next window: context of >= overlap before its core, start aligned down to `multiple`.
-        start = (core0 - overlap) // multiple * multiple
+        previous, start = start, (core0 - overlap) // multiple * multiple
+        if start <= previous:  # callers keep 2·overlap < tile; a broken caller must not loop forever
+            raise ValueError(f"axis_spans: tile {tile} with overlap {overlap} (multiple {multiple}) makes no progress")
 
 
 def check_tiling_args(scale: object, tile: object, overlap: object, batch: object, multiple: object) -> None:

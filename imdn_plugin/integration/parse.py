@@ -98,6 +98,44 @@ def check_lmdb_pairs(opt: dict) -> None:
                 )
 
 
+def check_folder_pairs(opt: dict) -> None:
+    """Before any work: each ``PairedImageDataset`` read from folders (``io_backend: disk``, no
+    ``meta_info_file``) has an LQ file for every GT file, named by ``filename_tmpl``, and as many
+    of them -- what BasicSR's ``paired_paths_from_folder`` asserts when the dataset is built, with a
+    traceback.  One :class:`ConfigError` line naming the dataset, the counts or the first missing file."""
+    import os
+
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if not isinstance(dataset, dict) or dataset.get("type") != "PairedImageDataset":
+            continue
+        if (dataset.get("io_backend") or {}).get("type") != "disk" or dataset.get("meta_info_file"):
+            continue
+        gt, lq, tmpl = dataset.get("dataroot_gt"), dataset.get("dataroot_lq"), dataset.get("filename_tmpl", "{}")
+        if not (isinstance(gt, str) and isinstance(lq, str) and isinstance(tmpl, str)):
+            continue
+        try:  # the files directly in each folder, as BasicSR's scandir lists them
+            gt_files = sorted(e.name for e in os.scandir(gt) if e.is_file())
+            lq_files = {e.name for e in os.scandir(lq) if e.is_file()}
+        except OSError:
+            continue  # a missing folder is the path check's to report
+        if len(gt_files) != len(lq_files):
+            raise ConfigError(
+                f"datasets:{phase}: {len(gt_files)} files in dataroot_gt {gt} but {len(lq_files)} in "
+                f"dataroot_lq {lq}; each GT image needs its LQ image (and no other files)"
+            )
+        for name in gt_files:
+            stem, ext = osp.splitext(name)
+            try:
+                expected = f"{tmpl.format(stem)}{ext}"
+            except (IndexError, KeyError, ValueError):
+                raise ConfigError(f"datasets:{phase}:filename_tmpl: {tmpl!r} must hold one '{{}}'") from None
+            if expected not in lq_files:
+                raise ConfigError(
+                    f"datasets:{phase}: {osp.join(gt, name)} has no LQ image {osp.join(lq, expected)} "
+                    f"(filename_tmpl {tmpl!r})"
+                )
+
+
 def _debug_options(opt: dict, is_train: bool, debug: bool) -> None:
     """BasicSR's debug changes (``--debug``: the name; a training named ``*debug*``: short intervals), made
     before the checks."""
@@ -173,4 +211,5 @@ def parse_options(root_path: str, is_train: bool = True) -> tuple[dict, argparse
         opt["path"]["visualization"] = osp.join(results_root, "visualization")
 
     check_lmdb_pairs(opt)
+    check_folder_pairs(opt)
     return opt, args

@@ -167,3 +167,48 @@ def test_sigterm_while_saving_test_images_leaves_whole_files_only(tiny_sr_data: 
     assert res.returncode == 130, res.stderr[-2000:]
     files = sorted(p.name for p in (tmp_path / "results").rglob("*png*"))
     assert files == ["ax4_IMDN_x4_test.png"], files  # the first image only: no cut-off PNG, no temporary
+
+
+def _pairs_copy(tiny_pairs: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_pairs, data)
+    return data
+
+
+def test_folder_pairs_with_different_counts_refused_before_work(tiny_pairs: Path, tmp_path: Path, basicsr_in_process, capsys) -> None:
+    """BasicSR asserts equal counts when it builds the dataset (a traceback); refused with the options."""
+    data = _pairs_copy(tiny_pairs, tmp_path)
+    (data / "LR" / "3.png").unlink()
+    rc = basicsr_in_process("train", "-opt", str(write_train_opt(tmp_path, data, "pairs_count")))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    assert f"datasets:train: 4 files in dataroot_gt {data / 'HR'} but 3 in dataroot_lq {data / 'LR'}" in err
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_folder_pairs_with_a_misnamed_lq_refused_before_work(tiny_pairs: Path, tmp_path: Path, basicsr_in_process, capsys) -> None:
+    data = _pairs_copy(tiny_pairs, tmp_path)
+    (data / "LR" / "2.png").rename(data / "LR" / "2x4.png")  # the same count, one name off
+    rc = basicsr_in_process("train", "-opt", str(write_train_opt(tmp_path, data, "pairs_name")))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    assert f"datasets:train: {data / 'HR' / '2.png'} has no LQ image {data / 'LR' / '2.png'} (filename_tmpl '{{}}')" in err
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_folder_pairs_follow_filename_tmpl(tiny_pairs: Path, tmp_path: Path) -> None:
+    """The check uses BasicSR's naming rule: LQ = filename_tmpl.format(GT stem) + GT extension."""
+    from imdn_plugin.errors import ConfigError
+    from imdn_plugin.integration.parse import check_folder_pairs
+
+    data = _pairs_copy(tiny_pairs, tmp_path)
+    for f in sorted((data / "LR").iterdir()):
+        f.rename(f.with_name(f"{f.stem}x4{f.suffix}"))
+    ds = {"type": "PairedImageDataset", "io_backend": {"type": "disk"}, "dataroot_gt": str(data / "HR"),
+          "dataroot_lq": str(data / "LR"), "filename_tmpl": "{}x4"}  # fmt: skip
+    check_folder_pairs({"datasets": {"test_1": ds}})  # every pair found
+    import pytest
+
+    with pytest.raises(ConfigError, match=r"datasets:test_1: .*0\.png has no LQ image .*0\.png \(filename_tmpl '\{\}'\)"):
+        check_folder_pairs({"datasets": {"test_1": {**ds, "filename_tmpl": "{}"}}})
+    check_folder_pairs({"datasets": {"test_1": {**ds, "filename_tmpl": "{}", "meta_info_file": "m.txt"}}})  # not checked
