@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .spec import ArchSpec, conv_weight, split_upsampler
 
-__all__ = ["CCALayer", "IMDB", "IMDN", "IMDN_AS", "detect"]
+__all__ = ["CCALayer", "DistillationBlock", "IMDB", "IMDN", "IMDN_AS", "detect"]
 
 #: Negative slope of every LeakyReLU in the paper's code.
 LRELU_SLOPE = 0.05
@@ -77,14 +77,15 @@ class CCALayer(nn.Module):
         return x * self.gate(*self.statistics(x))
 
 
-class IMDB(nn.Module):
-    """Information multi-distillation block (paper §3.1, Eqs. 1–4, Fig. 2).
+class DistillationBlock(nn.Module):
+    """The progressive refinement of an IMDB without its attention (paper §3.1, Eqs. 1–4, Fig. 2).
 
-    Progressive refinement: three times a 3×3 conv + LeakyReLU whose output is
-    split into ``distilled`` kept channels and ``remaining`` channels that are
-    refined further; a last 3×3 conv produces ``distilled`` channels.  The four
-    distilled parts are concatenated, weighted by :class:`CCALayer`, fused by a
-    1×1 conv and added to the block input.
+    Three times a 3×3 conv + LeakyReLU whose output is split into ``distilled``
+    kept channels and ``remaining`` channels that are refined further; a last
+    3×3 conv produces ``distilled`` channels.  The four distilled parts are
+    concatenated, fused by a 1×1 conv and added to the block input.  The
+    authors' real-time release (``IMDN_RTC``) uses it as it is; :class:`IMDB`
+    adds the contrast-aware channel attention before the fusion.
 
     Args:
         num_feat: Block width (paper: 64).
@@ -97,23 +98,37 @@ class IMDB(nn.Module):
         self.distilled = int(num_feat * distillation_rate)
         self.remaining = num_feat - self.distilled
         if self.distilled < 1 or self.remaining < 1:
-            raise ValueError(f"IMDB: distillation_rate={distillation_rate} leaves no channels to keep or refine")
+            raise ValueError(
+                f"{type(self).__name__}: num_feat={num_feat} with distillation_rate={distillation_rate} "
+                "leaves no channels to keep or refine"
+            )
         self.c1 = _conv(num_feat, num_feat, 3)
         self.c2 = _conv(self.remaining, num_feat, 3)
         self.c3 = _conv(self.remaining, num_feat, 3)
         self.c4 = _conv(self.remaining, self.distilled, 3)
         self.act = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
         self.c5 = _conv(self.distilled * 4, num_feat, 1)
-        self.cca = CCALayer(self.distilled * 4)
 
     def distill(self, x: Tensor) -> Tensor:
-        """Progressive refinement (Eqs. 1–4): the concatenated distilled features, before CCA."""
+        """Progressive refinement (Eqs. 1–4): the concatenated distilled features."""
         d = self.distilled
         out1 = self.act(self.c1(x))
         out2 = self.act(self.c2(out1[:, d:]))
         out3 = self.act(self.c3(out2[:, d:]))
         out4 = self.c4(out3[:, d:])
         return torch.cat((out1[:, :d], out2[:, :d], out3[:, :d], out4), dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c5(self.distill(x)) + x
+
+
+class IMDB(DistillationBlock):
+    """Information multi-distillation block (paper §3.1–3.2, Fig. 2): :class:`DistillationBlock`
+    with the distilled features weighted by :class:`CCALayer` (Eq. 5) before the 1×1 fusion."""
+
+    def __init__(self, num_feat: int = 64, distillation_rate: float = 0.25) -> None:
+        super().__init__(num_feat, distillation_rate)
+        self.cca = CCALayer(self.distilled * 4)
 
     def fuse(self, x: Tensor, distilled: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """CCA with given statistics, 1×1 fusion and the block residual."""

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .imdn_arch import LRELU_SLOPE
+from .imdn_arch import DistillationBlock
 from .spec import ArchSpec, conv_weight, split_upsampler
 
 __all__ = ["IMDN_RTC", "IMDN_RTE", "RTCBlock", "RTEBlock", "detect_rtc", "detect_rte"]
@@ -66,34 +66,13 @@ def _check_range(name: str, img_range: float, bgr: bool, num_in_ch: int, num_out
         raise ValueError(f"{name}: bgr=True needs 3 input and 3 output channels, got {num_in_ch}->{num_out_ch}")
 
 
-class RTCBlock(nn.Module):
-    """IMDB without CCA (paper §3.1, Eqs. 1–4; the RTC release drops §3.2's attention).
-
-    Three 3×3 conv + LeakyReLU(0.05) steps, each keeping ``num_feat / 4``
-    channels and refining the rest, a last 3×3 conv giving ``num_feat / 4``
-    channels, concatenation, 1×1 fusion and the block residual.
-    """
+class RTCBlock(DistillationBlock):
+    """IMDB without CCA (paper §3.1, Eqs. 1–4; the RTC release drops §3.2's attention): three
+    3×3 conv + LeakyReLU(0.05) steps, each keeping ``num_feat / 4`` channels and refining the rest,
+    a last 3×3 conv giving ``num_feat / 4`` channels, concatenation, 1×1 fusion and the block residual."""
 
     def __init__(self, num_feat: int = 12, distillation_rate: float = 0.25) -> None:
-        super().__init__()
-        self.distilled = int(num_feat * distillation_rate)
-        self.remaining = num_feat - self.distilled
-        if self.distilled < 1 or self.remaining < 1:
-            raise ValueError(f"RTCBlock: num_feat={num_feat} leaves no channels to keep or refine")
-        self.c1 = _conv(num_feat, num_feat, 3)
-        self.c2 = _conv(self.remaining, num_feat, 3)
-        self.c3 = _conv(self.remaining, num_feat, 3)
-        self.c4 = _conv(self.remaining, self.distilled, 3)
-        self.act = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
-        self.c5 = _conv(self.distilled * 4, num_feat, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        d = self.distilled
-        out1 = self.act(self.c1(x))
-        out2 = self.act(self.c2(out1[:, d:]))
-        out3 = self.act(self.c3(out2[:, d:]))
-        out4 = self.c4(out3[:, d:])
-        return self.c5(torch.cat((out1[:, :d], out2[:, :d], out3[:, :d], out4), dim=1)) + x
+        super().__init__(num_feat, distillation_rate)
 
 
 class _Residual(nn.Module):
