@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..machine import BACKENDS, PRECISIONS, precision_problem
 from .fields import Bool, Check, Choice, Int, Maybe, OptionError, Rule, is_int, mapping, unknown_key
 
 MODES = ("auto", "whole", "acs", "tile")
@@ -27,28 +28,6 @@ def _acs_padding(value: Any, key: str) -> Any:
     return value
 
 
-def _precisions() -> tuple[str, ...]:
-    from ..machine import PRECISIONS
-
-    return tuple(PRECISIONS)
-
-
-def _backends() -> tuple[str, ...]:
-    from ..machine import BACKENDS
-
-    return tuple(BACKENDS)
-
-
-class _Lazy(Rule):
-    """A :class:`Choice` whose values are read when first used."""
-
-    def __init__(self, values: Any) -> None:
-        self._values = values
-
-    def __call__(self, value: Any, key: str) -> Any:
-        return Choice(*self._values())(value, key)
-
-
 #: The rule of each key of the block (docs/options.md lists them).
 RULES: dict[str, Rule] = {
     "mode": Choice(*MODES),
@@ -59,9 +38,9 @@ RULES: dict[str, Rule] = {
     "tile_stats": Choice(*TILE_STATS),
     "channels_last": Maybe(Bool(), "the fast path's default"),
     "compile": Bool(),
-    "precision": _Lazy(_precisions),
+    "precision": Choice(*PRECISIONS),
     "progress": Bool(),
-    "backend": _Lazy(_backends),
+    "backend": Choice(*BACKENDS),
 }
 
 
@@ -117,8 +96,6 @@ class InferenceOptions:
                 f"inference:{key}", getattr(self, key),
                 f"is a torch option; the {self.backend} backend does not take it (leave it out)",
             )  # fmt: skip
-        from ..machine import precision_problem
-
         problem = precision_problem(self.backend, self.precision)
         if problem:
             raise OptionError("inference:precision", self.precision, problem)
