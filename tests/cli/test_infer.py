@@ -154,14 +154,6 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.fixture()
-def x2(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "x2.pth"
-    torch.save({"params": IMDN(num_feat=16, num_block=1, upscale=2).state_dict()}, path)
-    return path
-
-
 MISSING = "no-such-weights.pth"  # refusals must come before the checkpoint is even opened
 
 

@@ -16,14 +16,6 @@ from imdn_plugin.archs import IMDN
 from tests.cli.test_infer import error_line, run_cli, snapshot, summary_counts, write_images
 
 
-@pytest.fixture()
-def x2(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "x2.pth"
-    torch.save({"params": IMDN(num_feat=16, num_block=1, upscale=2).state_dict()}, path)
-    return path
-
-
 # --------------------------------------------------------------------------- bug 1
 def test_non_utf8_input_and_output_names(x2: Path, tmp_path: Path) -> None:
     """Every image is written (the one with the bad name too, same pixels as a good name) and no
